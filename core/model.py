@@ -1,0 +1,283 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need", with explicit seams for search and export.
+
+Public seams:
+    encode(source_ids)                       -> EncoderOutput(memory, source_mask, attentions)
+    start_cache(memory)                      -> KVCache with the cross-attention keys/values, computed once
+    decode(target_ids, source_mask, cache)   -> DecoderOutput(logits, cache, self/cross attentions)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .attention import MultiHeadAttention, causal_mask
+from .config import TransformerConfig
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def sinusoidal_encoding(length: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Returns a float32 tensor [length, d_model].
+    """
+    if d_model % 2:
+        raise ValueError(f"d_model must be even, got {d_model}")
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # [length, 1]
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # [d_model / 2]
+    angle = position / torch.pow(10000.0, two_i / d_model)  # [length, d_model / 2]
+    encoding = torch.empty(length, d_model, dtype=torch.float64)
+    encoding[:, 0::2] = torch.sin(angle)
+    encoding[:, 1::2] = torch.cos(angle)
+    return encoding.float()
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Decoder keys/values: self-attention grows by one entry per step, cross-attention is fixed per source.
+
+    Every tensor is [n_decoder_layers, batch, n_heads, length, d_head]; length is the number of target positions
+    decoded so far (self) or the source length (cross).
+    """
+
+    self_keys: Tensor
+    self_values: Tensor
+    cross_keys: Tensor
+    cross_values: Tensor
+
+    @property
+    def past_length(self) -> int:
+        return self.self_keys.size(3)
+
+    def reorder(self, index: Tensor) -> "KVCache":
+        """Select batch rows by index (beam reordering, growing a batch into beams, dropping finished rows)."""
+        return KVCache(*(tensor.index_select(1, index) for tensor in self.as_tuple()))
+
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.self_keys, self.self_values, self.cross_keys, self.cross_values
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    memory: Tensor  # [B, S, D]
+    source_mask: Tensor  # [B, S] bool, True at real (non-padding) tokens
+    attentions: Tensor | None = None  # [n_encoder_layers, B, H, S, S] when requested
+
+
+@dataclass(frozen=True)
+class DecoderOutput:
+    logits: Tensor  # [B, T, V]
+    cache: KVCache
+    self_attentions: Tensor | None = None  # [n_decoder_layers, B, H, T, past + T] when requested
+    cross_attentions: Tensor | None = None  # [n_decoder_layers, B, H, T, S] when requested
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.linear_in = nn.Linear(d_model, d_ff)
+        self.linear_out = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_out(self.dropout(torch.relu(self.linear_in(x))))
+
+
+class Residual(nn.Module):
+    """Residual connection with LayerNorm: post-norm LayerNorm(x + Sublayer(x)), or pre-norm x + Sublayer(LayerNorm(x))."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def sublayer_input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def combine(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
+        y = x + self.dropout(sublayer_output)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.self_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
+        self.attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.dropout)
+        self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.attention_residual.sublayer_input(x)
+        keys, values = self.self_attention.project_key_value(h)
+        attended, weights = self.self_attention(h, keys, values, mask)
+        x = self.attention_residual.combine(x, attended)
+        x = self.feed_forward_residual.combine(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
+        return x, weights
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.self_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
+        self.self_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
+        self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
+        self.cross_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.dropout)
+        self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
+
+    def forward(
+        self,
+        x: Tensor,
+        past_keys: Tensor,
+        past_values: Tensor,
+        cross_keys: Tensor,
+        cross_values: Tensor,
+        self_mask: Tensor,
+        cross_mask: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Returns x, the self-attention keys/values including this call's positions, and both weights."""
+        h = self.self_attention_residual.sublayer_input(x)
+        new_keys, new_values = self.self_attention.project_key_value(h)
+        keys = torch.cat([past_keys, new_keys], dim=2)  # [B, H, past + T, d_head]
+        values = torch.cat([past_values, new_values], dim=2)
+        attended, self_weights = self.self_attention(h, keys, values, self_mask)
+        x = self.self_attention_residual.combine(x, attended)
+
+        h = self.cross_attention_residual.sublayer_input(x)
+        attended, cross_weights = self.cross_attention(h, cross_keys, cross_values, cross_mask)
+        x = self.cross_attention_residual.combine(x, attended)
+
+        x = self.feed_forward_residual.combine(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
+        return x, keys, values, self_weights, cross_weights
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer with one embedding shared by source, target and output projection."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.register_buffer(
+            "positional_encoding", sinusoidal_encoding(config.max_positions, config.d_model), persistent=False
+        )
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        # Pre-norm stacks need a final LayerNorm; post-norm layers already end with one.
+        self.encoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, parameter in self.named_parameters():
+            if parameter.dim() > 1 and name != "embedding.weight":
+                nn.init.xavier_uniform_(parameter)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(parameter)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=self.config.d_model**-0.5)
+        with torch.no_grad():
+            self.embedding.weight[self.config.pad_id].zero_()
+
+    def embed(self, token_ids: Tensor, offset: int = 0) -> Tensor:
+        """Token embeddings scaled by sqrt(d_model) plus the sinusoidal encoding of positions offset.. ."""
+        length = token_ids.size(1)
+        if offset + length > self.config.max_positions:
+            raise ValueError(f"sequence of {offset + length} positions exceeds max_positions={self.config.max_positions}")
+        positions = self.positional_encoding[offset : offset + length]  # [L, D]
+        return self.embedding_dropout(self.embedding(token_ids) * math.sqrt(self.config.d_model) + positions)
+
+    def encode(self, source_ids: Tensor, output_attentions: bool = False) -> EncoderOutput:
+        """source_ids [B, S] (padded with pad_id) -> memory [B, S, D] and, on request, every layer's weights."""
+        source_mask = source_ids != self.config.pad_id  # [B, S]
+        attention_mask = source_mask[:, None, None, :]  # [B, 1, 1, S]: queries see only real keys
+        x = self.embed(source_ids)
+        attentions = []
+        for layer in self.encoder_layers:
+            x, weights = layer(x, attention_mask)
+            attentions.append(weights)
+        return EncoderOutput(
+            memory=self.encoder_norm(x),
+            source_mask=source_mask,
+            attentions=torch.stack(attentions) if output_attentions else None,
+        )
+
+    def start_cache(self, memory: Tensor) -> KVCache:
+        """An empty self-attention cache and the cross-attention keys/values of every decoder layer for memory."""
+        cross = [layer.cross_attention.project_key_value(memory) for layer in self.decoder_layers]
+        cross_keys = torch.stack([keys for keys, _ in cross])  # [L, B, H, S, d_head]
+        cross_values = torch.stack([values for _, values in cross])
+        empty = cross_keys[:, :, :, :0]  # [L, B, H, 0, d_head]
+        return KVCache(empty, empty, cross_keys, cross_values)
+
+    def decode(
+        self, target_ids: Tensor, source_mask: Tensor, cache: KVCache, output_attentions: bool = False
+    ) -> DecoderOutput:
+        """Decode target_ids [B, T] that follow the cache's past positions; causal within and over the past."""
+        past_length = cache.past_length
+        length = target_ids.size(1)
+        x = self.embed(target_ids, offset=past_length)
+        self_mask = causal_mask(length, past_length + length, device=target_ids.device)  # [T, past + T]
+        cross_mask = source_mask[:, None, None, :]  # [B, 1, 1, S]
+        keys, values, self_attentions, cross_attentions = [], [], [], []
+        for index, layer in enumerate(self.decoder_layers):
+            x, layer_keys, layer_values, self_weights, cross_weights = layer(
+                x,
+                cache.self_keys[index],
+                cache.self_values[index],
+                cache.cross_keys[index],
+                cache.cross_values[index],
+                self_mask,
+                cross_mask,
+            )
+            keys.append(layer_keys)
+            values.append(layer_values)
+            self_attentions.append(self_weights)
+            cross_attentions.append(cross_weights)
+        logits = F.linear(self.decoder_norm(x), self.embedding.weight)  # tied output projection: [B, T, V]
+        new_cache = KVCache(torch.stack(keys), torch.stack(values), cache.cross_keys, cache.cross_values)
+        if not output_attentions:
+            return DecoderOutput(logits, new_cache)
+        return DecoderOutput(logits, new_cache, torch.stack(self_attentions), torch.stack(cross_attentions))
+
+    def forward(self, source_ids: Tensor, target_input_ids: Tensor) -> Tensor:
+        """Teacher-forced logits [B, T, V] for training: encode, then decode all target positions at once."""
+        encoded = self.encode(source_ids)
+        return self.decode(target_input_ids, encoded.source_mask, self.start_cache(encoded.memory)).logits
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json and model.safetensors into directory (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Transformer":
+        """Load a model written by save_pretrained; never executes code from the files."""
+        directory = Path(directory)
+        config = TransformerConfig.load(directory)
+        weights_path = directory / WEIGHTS_FILE
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}")
+        model = cls(config)
+        try:
+            model.load_state_dict(load_file(str(weights_path)), strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{weights_path} does not match {directory / 'config.json'}: {error}") from error
+        return model.to(device).eval()
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())

@@ -1,0 +1,217 @@
+"""Greedy and beam search over a step function, written once and free of torch.
+
+The PyTorch reference (:mod:`core.decoding`) and the onnxruntime server drive the same code through the
+:class:`SearchBackend` protocol: ``start`` encodes a batch of sources into a decoding state, ``step`` feeds one
+token per row and returns log-probabilities of the next token, ``reorder`` selects state rows by index. Beam
+reordering, growing a batch into beams and dropping finished sentences are all that one index select.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import TransformerConfig
+
+
+class SearchBackend(Protocol):
+    """What search needs from a model: the config, an encoder call and a cached decoder step."""
+
+    config: TransformerConfig
+
+    def start(self, source_ids: np.ndarray) -> Any:
+        """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows."""
+
+    def step(self, last_tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """Feed last_tokens [N] and return next-token log-probabilities [N, V] and the advanced state."""
+
+    def reorder(self, state: Any, index: np.ndarray) -> Any:
+        """Return the state whose row i is row index[i] of state."""
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One output sequence: token ids without BOS/EOS, its total log-probability and length-normalized score."""
+
+    token_ids: tuple[int, ...]
+    log_prob: float
+    score: float
+    finished: bool  # False when the search stopped it at the maximum length before it produced EOS
+
+
+def length_normalized(log_prob: float, length: int, length_penalty: float) -> float:
+    """score = log_prob / length^length_penalty (0 keeps the raw log-probability, 1 is the per-token mean)."""
+    return log_prob / max(length, 1) ** length_penalty
+
+
+def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k largest values of each row, best first; equal values in index order."""
+    k = min(k, values.shape[1])
+    candidates = np.argpartition(-values, k - 1, axis=1)[:, :k]  # [n, k], unordered
+    chosen = np.take_along_axis(values, candidates, axis=1)
+    order = np.lexsort((candidates, -chosen), axis=1)  # by value descending, then by index
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def beam_search(
+    backend: SearchBackend,
+    state: Any,
+    max_lengths: Sequence[int],
+    *,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Beam search for len(max_lengths) sentences whose encoded state is ``state``.
+
+    Each step keeps the beam_size best unfinished continuations per sentence among the 2 * beam_size best
+    candidates; a candidate ending in EOS among the top beam_size ranks becomes a finished hypothesis. A sentence is
+    done once it has beam_size finished hypotheses or reaches its max length (then its open beams are kept,
+    marked unfinished). beam_size=1 is exactly greedy decoding. Returns the n_best hypotheses of each sentence,
+    best first by length-normalized score.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    config = backend.config
+    batch_size = len(max_lengths)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    active = np.arange(batch_size)  # sentence id of each group of beam_size rows
+    state = backend.reorder(state, np.repeat(active, beam_size))  # [B] rows -> [B * beam_size] rows
+    scores = np.full((batch_size, beam_size), -np.inf)  # cumulative log-probability of each open beam
+    scores[:, 0] = 0.0  # all beams start identical: let only the first one expand at step 0
+    history = np.zeros((batch_size * beam_size, 0), dtype=np.int64)
+    last_tokens = np.full(batch_size * beam_size, config.bos_id, dtype=np.int64)
+
+    for step in range(max(max_lengths, default=0)):
+        log_probs, state = backend.step(last_tokens, state)
+        vocab_size = log_probs.shape[-1]
+        candidates = scores[:, :, None] + log_probs.reshape(len(active), beam_size, vocab_size)  # [n, K, V]
+        candidates = candidates.reshape(len(active), beam_size * vocab_size)  # [n, K * V]
+        ranked = top_k_indices(candidates, 2 * beam_size)  # [n, 2K], best first
+
+        keep_rows, next_scores, next_tokens, still_active = [], [], [], []
+        for row, sentence in enumerate(active):
+            beams: list[tuple[int, int, float]] = []  # (source row, token, score)
+            for rank, flat_index in enumerate(ranked[row]):
+                total = float(candidates[row, flat_index])
+                if total == -np.inf:
+                    break
+                beam, token = divmod(int(flat_index), vocab_size)
+                source_row = row * beam_size + beam
+                if token == config.eos_id:
+                    if rank < beam_size:
+                        tokens = tuple(int(t) for t in history[source_row])
+                        finished[sentence].append(
+                            Hypothesis(tokens, total, length_normalized(total, len(tokens) + 1, length_penalty), True)
+                        )
+                elif len(beams) < beam_size:
+                    beams.append((source_row, token, total))
+            at_max_length = step + 1 >= max_lengths[sentence]
+            if at_max_length:
+                for source_row, token, total in beams:
+                    tokens = tuple(int(t) for t in history[source_row]) + (token,)
+                    finished[sentence].append(
+                        Hypothesis(tokens, total, length_normalized(total, len(tokens), length_penalty), False)
+                    )
+            if len(finished[sentence]) >= beam_size or at_max_length or not beams:
+                continue
+            while len(beams) < beam_size:  # only when the vocabulary offers too few candidates
+                beams.append((beams[0][0], beams[0][1], -np.inf))
+            still_active.append(sentence)
+            for source_row, token, total in beams:
+                keep_rows.append(source_row)
+                next_tokens.append(token)
+                next_scores.append(total)
+
+        if not still_active:
+            break
+        index = np.asarray(keep_rows, dtype=np.int64)
+        state = backend.reorder(state, index)  # the visible beam reordering
+        last_tokens = np.asarray(next_tokens, dtype=np.int64)
+        history = np.concatenate([history[index], last_tokens[:, None]], axis=1)
+        scores = np.asarray(next_scores).reshape(len(still_active), beam_size)
+        active = np.asarray(still_active)
+
+    return [sorted(found, key=lambda h: -h.score)[:n_best] for found in finished]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The best translation of one source text, with its subword tokens and the n-best list."""
+
+    source: str
+    text: str
+    tokens: list[str]
+    token_ids: list[int]
+    score: float
+    hypotheses: list[Hypothesis]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+    """Right-pad integer sequences into an int64 array [B, max_len]."""
+    width = max((len(sequence) for sequence in sequences), default=0)
+    batch = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = sequence
+    return batch
+
+
+def translate(
+    backend: SearchBackend,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_length_a: float = 1.5,
+    max_length_b: int = 10,
+    n_best: int = 1,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[Translation]:
+    """Translate texts with beam search (``beam_size=1`` is greedy).
+
+    The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens.
+    Texts are batched by length and returned in input order.
+    """
+    if isinstance(texts, str):
+        raise TypeError("translate() takes a list of texts; wrap a single text in a list")
+    config = backend.config
+    max_source = config.max_positions
+    max_target = config.max_positions - 1  # BOS takes the first decoder position
+    encoded = []
+    for text in texts:
+        ids = tokenizer.encode(text) + [config.eos_id]
+        if len(ids) > max_source:
+            raise ValueError(f"source has {len(ids)} tokens, more than the model's max_positions ({max_source}): {text[:60]!r}")
+        encoded.append(ids)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    results: list[Translation | None] = [None] * len(texts)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="translating", unit="batch")
+    for batch in batches:
+        sources = [encoded[i] for i in batch]
+        max_lengths = [min(max_target, int(max_length_a * len(ids) + max_length_b)) for ids in sources]
+        state = backend.start(pad_batch(sources, config.pad_id))
+        found = beam_search(
+            backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty, n_best=n_best
+        )
+        for i, hypotheses in zip(batch, found):
+            best = hypotheses[0]
+            results[i] = Translation(
+                source=texts[i],
+                text=tokenizer.decode(list(best.token_ids)),
+                tokens=[tokenizer.id_to_token(t) for t in best.token_ids],
+                token_ids=list(best.token_ids),
+                score=best.score,
+                hypotheses=hypotheses,
+            )
+    return results  # type: ignore[return-value]

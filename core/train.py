@@ -1,0 +1,407 @@
+"""Train a translation model on a parallel corpus.
+
+    python -m core.train --src-train train.en --tgt-train train.de \
+        --src-valid val.en --tgt-valid val.de --out models/en-de --preset tiny
+
+Runs on CPU or CUDA, and data-parallel across processes with ``torchrun --nproc_per_node N -m core.train ...``
+(gloo on CPU, nccl on GPU). Writes into --out: tokenizer.json, config.json, model.safetensors (the selected
+final weights), train_log.jsonl (one line per epoch), training_curves.png and checkpoints/ for --resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .checkpoint import average_weights, load_checkpoint, save_checkpoint, save_weights
+from .config import PRESETS, TransformerConfig
+from .data import drop_empty, drop_long, read_corpus, token_batches
+from .decoding import Translator
+from .search import pad_batch
+from .model import Transformer
+from .tokenizer import TOKENIZER_FILE, Tokenizer
+
+LOG_FILE = "train_log.jsonl"
+CURVES_FILE = "training_curves.png"
+MODEL_OPTIONS = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "dropout", "attention_dropout")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--src-train", required=True, help="source sentences, or a TSV (source<TAB>target) alone")
+    data.add_argument("--tgt-train", help="target sentences aligned with --src-train (omit for a TSV)")
+    data.add_argument("--src-valid", required=True, help="validation source sentences, or a TSV")
+    data.add_argument("--tgt-valid", help="validation target sentences (omit for a TSV)")
+    data.add_argument("--out", required=True, type=Path, help="model folder to write")
+    data.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary size")
+    data.add_argument("--max-length", type=int, default=128, help="drop training pairs longer than this (tokens)")
+
+    model = parser.add_argument_group("model (a preset, then any override)")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    model.add_argument("--d-model", type=int)
+    model.add_argument("--n-heads", type=int)
+    model.add_argument("--d-ff", type=int)
+    model.add_argument("--n-encoder-layers", type=int)
+    model.add_argument("--n-decoder-layers", type=int)
+    model.add_argument("--dropout", type=float)
+    model.add_argument("--attention-dropout", type=float)
+    model.add_argument("--pre-norm", action="store_true", help="LayerNorm before each sublayer instead of after")
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch and process")
+    optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, reached after warmup")
+    optim.add_argument("--warmup-steps", type=int, default=2000)
+    optim.add_argument("--label-smoothing", type=float, default=0.1)
+    optim.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clipping (0 disables)")
+    optim.add_argument("--weight-decay", type=float, default=0.0)
+    optim.add_argument("--max-epochs", type=int, default=100)
+    optim.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better BLEU")
+    optim.add_argument("--max-minutes", type=float, default=0,
+                       help="stop this invocation after this many minutes, resumable with --resume (0: no limit)")
+    optim.add_argument("--average-last", type=int, default=5, help="average this many checkpoints at the end")
+    optim.add_argument("--seed", type=int, default=1)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="bf16 autocast; auto uses it where the device supports it")
+    run.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    run.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
+    run.add_argument("--resume", action="store_true", help="continue from --out/checkpoints/last")
+    run.add_argument("--init-from", type=Path,
+                     help="start from this model folder's weights, config and tokenizer (fresh optimizer)")
+    run.add_argument("--valid-batch-size", type=int, default=200)
+    args = parser.parse_args(argv)
+    if (args.tgt_train is None) != (args.tgt_valid is None):
+        parser.error("give --tgt-train and --tgt-valid together (plain files), or neither (TSV files)")
+    return args
+
+
+def model_config(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
+    values = dict(PRESETS[args.preset])
+    for name in MODEL_OPTIONS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return TransformerConfig(vocab_size=vocab_size, pre_norm=args.pre_norm, **values)
+
+
+def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
+    """Linear warmup to peak over warmup steps, then peak * sqrt(warmup / step) (the paper's schedule, rescaled)."""
+    step = max(step, 1)
+    return peak * min(step / warmup, math.sqrt(warmup / step))
+
+
+class Run:
+    """Process-group facts: rank, world size, device; all printing and writing happens on rank 0."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device_name == "auto":
+            device_name = "cuda" if torch.cuda.is_available() else "cpu"
+        if device_name == "cuda" and self.world_size > 1:
+            device_name = f"cuda:{local_rank}"
+        self.device = torch.device(device_name)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        if self.world_size > 1:
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def print(self, *values) -> None:
+        if self.main:
+            print(*values, flush=True)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def all_agree(self, flag: bool) -> bool:
+        """Rank 0's decision, shared with every rank."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            dist.destroy_process_group()
+
+
+def encode_pairs(tokenizer: Tokenizer, pairs, config: TransformerConfig):
+    """Source ids end with EOS; targets become (BOS + y, y + EOS)."""
+    sources = tokenizer.encode_batch([source for source, _ in pairs])
+    targets = tokenizer.encode_batch([target for _, target in pairs])
+    return [(s + [config.eos_id], [config.bos_id] + t + [config.eos_id]) for s, t in zip(sources, targets)]
+
+
+def collate(examples, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(source ids, BOS+target+EOS ids) pairs -> source [B, S], decoder input [B, T], decoder output [B, T],
+    and the number of real target tokens (counted on the host, so training never waits for the device)."""
+    source = pad_batch([source for source, _ in examples], pad_id)
+    target = pad_batch([target for _, target in examples], pad_id)  # [B, T + 1]
+    target_tokens = sum(len(target_ids) - 1 for _, target_ids in examples)
+    source, target = torch.from_numpy(source).to(device), torch.from_numpy(target).to(device)
+    return source, target[:, :-1], target[:, 1:], target_tokens
+
+
+def validation_loss(model: Transformer, examples, max_tokens: int, device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for batch in token_batches([(len(s), len(t)) for s, t in examples], max_tokens):
+            source, target_in, target_out, tokens = collate([examples[i] for i in batch], model.config.pad_id, device)
+            logits = model(source, target_in)
+            total += F.cross_entropy(
+                logits.float().transpose(1, 2), target_out, ignore_index=model.config.pad_id, reduction="sum"
+            ).item()
+            count += tokens
+    model.train()
+    return total / max(count, 1)
+
+
+def validation_bleu(model: Transformer, tokenizer: Tokenizer, pairs, batch_size: int) -> float:
+    """Corpus BLEU (sacreBLEU, detokenized) of greedy translations of the validation sources."""
+    import sacrebleu
+
+    model.eval()
+    translations = Translator(model, tokenizer).translate([s for s, _ in pairs], beam_size=1, batch_size=batch_size)
+    model.train()
+    return sacrebleu.corpus_bleu([t.text for t in translations], [[r for _, r in pairs]]).score
+
+
+def plot_curves(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    epochs = [row["epoch"] for row in rows]
+    figure, (loss_axis, bleu_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(epochs, [row["train_loss"] for row in rows], label="train (label-smoothed)")
+    loss_axis.plot(epochs, [row["valid_loss"] for row in rows], label="validation (cross-entropy)")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss per target token")
+    loss_axis.legend()
+    loss_axis.grid(alpha=0.3)
+    bleu_axis.plot(epochs, [row["valid_bleu"] for row in rows], color="tab:green")
+    bleu_axis.set_xlabel("epoch")
+    bleu_axis.set_ylabel("validation BLEU (greedy, sacreBLEU)")
+    bleu_axis.grid(alpha=0.3)
+    figure.suptitle(f"training curves: {log_path.parent.name}")
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+def select_final_weights(
+    model: Transformer, tokenizer: Tokenizer, valid_pairs, epoch_dirs: dict[int, Path], history: list[dict], args
+) -> dict:
+    """Pick the final weights by validation BLEU among the best epoch and averages of the last/best N epochs."""
+    available = sorted(epoch_dirs)
+    by_bleu = sorted(available, key=lambda e: -next(r["valid_bleu"] for r in history if r["epoch"] == e))
+    candidates = {f"epoch {by_bleu[0]}": [by_bleu[0]]}
+    n = min(args.average_last, len(available))
+    if n > 1:
+        candidates[f"average of last {n} epochs"] = available[-n:]
+        candidates[f"average of best {n} epochs"] = sorted(by_bleu[:n])
+    scores = {}
+    for name, epochs in candidates.items():
+        model.load_state_dict(average_weights([epoch_dirs[e] for e in epochs]))
+        scores[name] = validation_bleu(model, tokenizer, valid_pairs, args.valid_batch_size)
+        print(f"selection: {name} {epochs}: validation BLEU {scores[name]:.2f}", flush=True)
+    chosen = max(scores, key=scores.get)
+    model.load_state_dict(average_weights([epoch_dirs[e] for e in candidates[chosen]]))
+    return {"chosen": chosen, "epochs": candidates[chosen], "valid_bleu_greedy": scores}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
+    run = Run(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out: Path = args.out
+    checkpoints = out / "checkpoints"
+    last_checkpoint = checkpoints / "last"
+    if args.resume and not last_checkpoint.is_dir():
+        sys.exit(f"--resume: no checkpoint at {last_checkpoint}")
+    if not args.resume and ((out / LOG_FILE).exists() or last_checkpoint.exists()):
+        sys.exit(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    use_bf16 = args.precision == "bf16" or (
+        args.precision == "auto"
+        and (run.device.type == "cpu" or torch.cuda.is_bf16_supported())
+    )
+    autocast = (
+        torch.autocast(device_type=run.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    )
+
+    train_pairs, report = drop_empty(read_corpus(args.src_train, args.tgt_train))
+    run.print(f"train: {len(train_pairs)} pairs; {report}")
+    valid_pairs, report = drop_empty(read_corpus(args.src_valid, args.tgt_valid))
+    run.print(f"valid: {len(valid_pairs)} pairs; {report}")
+
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.init_from and not (out / TOKENIZER_FILE).exists():
+            shutil.copy(args.init_from / TOKENIZER_FILE, out / TOKENIZER_FILE)
+        if not (out / TOKENIZER_FILE).exists():
+            started = time.time()
+            Tokenizer.train([text for pair in train_pairs for text in pair], vocab_size=args.vocab_size).save(out)
+            run.print(f"trained a {args.vocab_size}-token joint BPE in {time.time() - started:.1f}s")
+    run.barrier()
+    tokenizer = Tokenizer.load(out)
+    if args.resume:
+        config = TransformerConfig.load(last_checkpoint)
+    elif args.init_from:
+        config = TransformerConfig.load(args.init_from)
+    else:
+        config = model_config(args, tokenizer.vocab_size)
+    tokenizer.check_compatible(config)
+
+    train_examples = encode_pairs(tokenizer, train_pairs, config)
+    kept, report = drop_long(train_examples, args.max_length)
+    train_examples = [train_examples[i] for i in kept]
+    run.print(f"train: {report}")
+    valid_examples = encode_pairs(tokenizer, valid_pairs, config)
+    lengths = [(len(s), len(t)) for s, t in train_examples]
+
+    model = Transformer(config).to(run.device)
+    if args.init_from and not args.resume:
+        model.load_state_dict(Transformer.from_pretrained(args.init_from).state_dict())
+        run.print(f"initialized from {args.init_from}")
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay
+    )
+    state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0}
+    history: list[dict] = []
+    if args.resume:
+        state = load_checkpoint(last_checkpoint, model, optimizer)
+        log_lines = (out / LOG_FILE).read_text().splitlines() if (out / LOG_FILE).exists() else []
+        history = [json.loads(line) for line in log_lines if line.strip()]
+        history = [row for row in history if row["epoch"] <= state["epoch"]]  # drop rows newer than the checkpoint
+        if run.main:
+            (out / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in history), encoding="utf-8")
+        run.print(f"resumed from {last_checkpoint}: epoch {state['epoch'] + 1}, batch {state['batch']}, step {state['step']}")
+    trainable = torch.nn.parallel.DistributedDataParallel(model) if run.world_size > 1 else model
+    run.print(f"model: {model.num_parameters():,} parameters, {config}; device {run.device}, bf16 {use_bf16}, "
+              f"{run.world_size} process(es)")
+
+    def write_checkpoint(directory: Path) -> None:
+        save_checkpoint(directory, model, optimizer, dict(state))
+
+    epoch_dirs = {int(p.name.split("-")[1]): p for p in checkpoints.glob("epoch-*") if p.is_dir()}
+    epoch_dirs = {epoch: path for epoch, path in epoch_dirs.items() if epoch <= state["epoch"]}
+    stop = False
+    while state["epoch"] < args.max_epochs and not stop:
+        epoch = state["epoch"] + 1
+        batches = token_batches(lengths, args.max_tokens, seed=args.seed + epoch)
+        batches = batches[: len(batches) // run.world_size * run.world_size][run.rank :: run.world_size]
+        model.train()
+        epoch_started = segment_started = time.time()  # segment: training time not yet added to the state
+        loss_sum, token_count = torch.zeros((), device=run.device), 0
+        from tqdm import tqdm
+
+        progress = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch}", disable=not run.main or None,
+                        leave=False, unit="batch")
+        for batch_index in progress:
+            source, target_in, target_out, tokens = collate(
+                [train_examples[i] for i in batches[batch_index]], config.pad_id, run.device
+            )
+            state["step"] += 1
+            for group in optimizer.param_groups:
+                group["lr"] = inverse_sqrt_lr(state["step"], args.lr, args.warmup_steps)
+            with autocast:
+                logits = trainable(source, target_in)
+            loss = F.cross_entropy(
+                logits.float().transpose(1, 2), target_out, ignore_index=config.pad_id,
+                label_smoothing=args.label_smoothing,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
+            optimizer.step()
+            loss_sum += loss.detach() * tokens
+            token_count += tokens
+            state["batch"] = batch_index + 1
+            if state["step"] % args.checkpoint_every == 0 and run.main:
+                state["train_seconds"] += time.time() - segment_started
+                segment_started = time.time()
+                write_checkpoint(last_checkpoint)
+            if time.time() > deadline:
+                break
+        epoch_seconds = time.time() - epoch_started
+        state["train_seconds"] += time.time() - segment_started
+        finished_epoch = state["batch"] >= len(batches)
+        if not finished_epoch:  # stopped by --max-minutes inside the epoch
+            if run.main:
+                write_checkpoint(last_checkpoint)
+            run.print(f"time limit reached in epoch {epoch}; resume with --resume")
+            break
+        state["epoch"], state["batch"] = epoch, 0
+
+        if run.main:
+            valid_loss = validation_loss(model, valid_examples, args.max_tokens, run.device)
+            valid_bleu = validation_bleu(model, tokenizer, valid_pairs, args.valid_batch_size)
+            row = {
+                "epoch": epoch,
+                "step": state["step"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": float(loss_sum) / max(token_count, 1),
+                "valid_loss": valid_loss,
+                "valid_bleu": valid_bleu,
+                "target_tokens_per_s": token_count * run.world_size / max(epoch_seconds, 1e-9),
+                "train_seconds": state["train_seconds"],
+            }
+            history.append(row)
+            with (out / LOG_FILE).open("a", encoding="utf-8") as log:
+                log.write(json.dumps(row) + "\n")
+            improved = valid_bleu > state["best_bleu"]
+            state["best_bleu"] = max(state["best_bleu"], valid_bleu)
+            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+            epoch_dirs[epoch] = checkpoints / f"epoch-{epoch:03d}"
+            save_weights(model, epoch_dirs[epoch])
+            keep = set(sorted(epoch_dirs)[-args.average_last:])
+            keep |= set(sorted(epoch_dirs, key=lambda e: -next(r["valid_bleu"] for r in history if r["epoch"] == e))[: args.average_last])
+            for old in set(epoch_dirs) - keep:
+                shutil.rmtree(epoch_dirs.pop(old), ignore_errors=True)
+            write_checkpoint(last_checkpoint)
+            print(f"epoch {epoch} step {state['step']}: train loss {row['train_loss']:.3f}, valid loss {valid_loss:.3f}, "
+                  f"valid BLEU {valid_bleu:.2f}, {row['target_tokens_per_s']:.0f} target tokens/s", flush=True)
+        stop = run.all_agree(state["bad_epochs"] >= args.patience or time.time() > deadline)
+
+    if run.main and epoch_dirs:
+        plot_curves(out / LOG_FILE, out / CURVES_FILE)
+        selection = select_final_weights(model, tokenizer, valid_pairs, epoch_dirs, history, args)
+        model.save_pretrained(out)
+        summary = {"selection": selection, "epochs": state["epoch"], "steps": state["step"],
+                   "train_minutes": round(state["train_seconds"] / 60, 2), "args": {k: str(v) for k, v in vars(args).items()},
+                   "parameters": model.num_parameters(), "config": dataclasses.asdict(config)}
+        (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}: {selection['chosen']}", flush=True)
+    run.close()
+
+
+if __name__ == "__main__":
+    main()

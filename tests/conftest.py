@@ -1,0 +1,48 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny models gain nothing from threads, and it keeps tests fast on a busy machine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+
+CORPUS = [
+    ("A man rides a bike.", "Ein Mann fährt Fahrrad."),
+    ("Two dogs play in the snow.", "Zwei Hunde spielen im Schnee."),
+    ("A woman is reading a book.", "Eine Frau liest ein Buch."),
+    ("Children are playing soccer!", "Kinder spielen Fußball!"),
+    ("The café opens at 9:30, doesn't it?", "Das Café öffnet um 9:30, nicht wahr?"),
+    ("Über 100 Menschen laufen.", "Über 100 Menschen laufen."),
+]
+
+
+def tiny_config(**overrides):
+    from core.config import TransformerConfig
+
+    values = dict(vocab_size=40, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0)
+    values.update(overrides)
+    return TransformerConfig(**values)
+
+
+def write_corpus(directory: Path, pairs, stem: str = "train") -> tuple[Path, Path]:
+    source, target = directory / f"{stem}.src", directory / f"{stem}.tgt"
+    source.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    target.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    return source, target
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from core.tokenizer import Tokenizer
+
+    return Tokenizer.train([text for pair in CORPUS for text in pair] * 3, vocab_size=200, min_frequency=1)
+
+
+def require_multi30k():
+    if not MULTI30K.is_dir():
+        pytest.skip(f"Multi30K data not found at {MULTI30K} (../shared is absent)")
+    return MULTI30K

@@ -1,0 +1,150 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from core.config import TransformerConfig
+from core.decoding import TorchBackend
+from core.model import Transformer
+from core.search import beam_search, top_k_indices, translate
+
+PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
+
+# Next-token probabilities by the tokens produced so far (BOS excluded).
+TABLE = {
+    (): {A: 0.6, B: 0.4},
+    (A,): {EOS: 0.3, A: 0.35, B: 0.35},
+    (B,): {EOS: 0.9, A: 0.05, B: 0.05},
+    (A, A): {EOS: 0.98, A: 0.01, B: 0.01},
+    (A, B): {EOS: 0.98, A: 0.01, B: 0.01},
+}
+
+
+class ScriptedBackend:
+    """A stub decoder whose next-token distribution is read from TABLE; the state is each row's history."""
+
+    config = TransformerConfig(vocab_size=5)
+
+    def __init__(self):
+        self.calls = 0
+
+    def start(self, source_ids):
+        return [()] * len(source_ids)
+
+    def step(self, last_tokens, state):
+        self.calls += 1
+        histories = [h if token == BOS else h + (int(token),) for h, token in zip(state, last_tokens)]
+        log_probs = np.full((len(histories), 5), -np.inf)
+        for row, history in enumerate(histories):
+            for token, probability in TABLE.get(history, {EOS: 1.0}).items():
+                log_probs[row, token] = math.log(probability)
+        return log_probs, histories
+
+    def reorder(self, state, index):
+        return [state[i] for i in index]
+
+
+def search(beam_size, length_penalty=0.0, n_best=1, max_length=10):
+    backend = ScriptedBackend()
+    return beam_search(backend, backend.start(np.zeros((1, 1))), [max_length], beam_size=beam_size,
+                       length_penalty=length_penalty, n_best=n_best)[0]
+
+
+def test_greedy_follows_the_locally_best_token():
+    (best,) = search(beam_size=1)
+    assert best.token_ids == (A, A)
+    assert best.log_prob == pytest.approx(math.log(0.6 * 0.35 * 0.98))
+    assert best.finished
+
+
+def test_beam_search_finds_the_better_sequence_with_exact_scores():
+    best, second = search(beam_size=2, n_best=2)
+    assert best.token_ids == (B,)
+    assert best.log_prob == pytest.approx(math.log(0.4) + math.log(0.9))
+    assert best.score == pytest.approx(best.log_prob)  # length_penalty 0: raw log-probability
+    assert second.token_ids == (A, A)
+    assert second.log_prob == pytest.approx(math.log(0.6) + math.log(0.35) + math.log(0.98))
+
+
+def test_length_penalty_divides_by_length_including_eos():
+    best, second = search(beam_size=2, n_best=2, length_penalty=1.0)
+    assert best.token_ids == (B,)
+    assert best.score == pytest.approx((math.log(0.4) + math.log(0.9)) / 2)
+    assert second.score == pytest.approx((math.log(0.6) + math.log(0.35) + math.log(0.98)) / 3)
+
+
+def test_max_length_stops_unfinished_hypotheses():
+    (best,) = search(beam_size=1, max_length=1)
+    assert best.token_ids == (A,)
+    assert not best.finished
+    assert best.log_prob == pytest.approx(math.log(0.6))
+
+
+def test_finished_sentences_leave_the_batch():
+    backend = ScriptedBackend()
+    results = beam_search(backend, backend.start(np.zeros((2, 1))), [10, 1], beam_size=2)
+    assert [r[0].token_ids for r in results] == [(B,), (A,)]
+    assert backend.calls == 3
+
+
+def test_invalid_options():
+    with pytest.raises(ValueError):
+        search(beam_size=0)
+    with pytest.raises(ValueError):
+        search(beam_size=2, n_best=3)
+
+
+def test_top_k_indices_orders_by_value_then_index():
+    values = np.array([[0.1, 0.5, 0.5, -np.inf, 0.3]])
+    assert top_k_indices(values, 3).tolist() == [[1, 2, 4]]
+
+
+class IdTokenizer:
+    def encode(self, text):
+        return [int(token) for token in text.split()]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+    def id_to_token(self, token_id):
+        return str(token_id)
+
+
+def uncached_greedy(model, source, max_length):
+    """Independent reference: re-run the whole decoder each step and take the argmax."""
+    config = model.config
+    source_ids = torch.tensor([source + [config.eos_id]])
+    target = [config.bos_id]
+    with torch.no_grad():
+        for _ in range(max_length):
+            next_token = int(model(source_ids, torch.tensor([target]))[0, -1].argmax())
+            if next_token == config.eos_id:
+                break
+            target.append(next_token)
+    return target[1:]
+
+
+def test_beam_size_one_equals_greedy_on_a_model():
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(vocab_size=30)).eval()
+    sources = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
+    texts = [" ".join(map(str, s)) for s in sources]
+    results = translate(TorchBackend(model), IdTokenizer(), texts, beam_size=1, max_length_a=1.0, max_length_b=3)
+    for source, result in zip(sources, results):
+        assert result.token_ids == uncached_greedy(model, source, max_length=len(source) + 1 + 3)
+
+
+def test_translate_keeps_input_order_and_batches():
+    torch.manual_seed(1)
+    model = Transformer(tiny_config(vocab_size=30)).eval()
+    texts = ["5 6 7 8 9 10", "5", "7 7", "12 13 14"]
+    one_by_one = [translate(TorchBackend(model), IdTokenizer(), [t], beam_size=3)[0] for t in texts]
+    together = translate(TorchBackend(model), IdTokenizer(), texts, beam_size=3, batch_size=2)
+    assert [r.source for r in together] == texts
+    for alone, batched in zip(one_by_one, together):
+        assert alone.token_ids == batched.token_ids
+        assert alone.score == pytest.approx(batched.score, abs=1e-4)
+    with pytest.raises(TypeError):
+        translate(TorchBackend(model), IdTokenizer(), "5 6", beam_size=1)

@@ -1,0 +1,90 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import CORPUS, ROOT, write_corpus
+from core.decoding import Translator
+from core.train import inverse_sqrt_lr, main as train_main
+
+TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "2", "--n-decoder-layers", "2",
+        "--dropout", "0", "--vocab-size", "300", "--max-tokens", "300", "--warmup-steps", "10", "--lr", "3e-3",
+        "--threads", "1", "--precision", "fp32", "--device", "cpu", "--valid-batch-size", "50", "--average-last", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("corpus")
+    pairs = CORPUS * 50  # 300 pairs
+    train_source, train_target = write_corpus(directory, pairs, "train")
+    valid_source, valid_target = write_corpus(directory, CORPUS, "valid")
+    return ["--src-train", str(train_source), "--tgt-train", str(train_target),
+            "--src-valid", str(valid_source), "--tgt-valid", str(valid_target)]
+
+
+def read_log(directory):
+    return [json.loads(line) for line in (directory / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_training_end_to_end(corpus, tmp_path):
+    out = tmp_path / "model"
+    train_main(corpus + TINY + ["--out", str(out), "--max-epochs", "4"])
+    log = read_log(out)
+    assert [row["epoch"] for row in log] == [1, 2, 3, 4]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["valid_loss"] < log[0]["valid_loss"]
+    assert all(row["target_tokens_per_s"] > 0 for row in log)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "training_curves.png", "training_summary.json"):
+        assert (out / name).is_file(), name
+    translator = Translator.from_pretrained(out)
+    assert len(translator.translate(["A man rides a bike."], beam_size=2)) == 1
+    with pytest.raises(SystemExit, match="already holds a training run"):
+        train_main(corpus + TINY + ["--out", str(out)])
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(corpus, tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train_main(corpus + TINY + ["--out", str(straight), "--max-epochs", "2"])
+    # A time limit that has already passed stops after the first batch, as an interruption would.
+    train_main(corpus + TINY + ["--out", str(interrupted), "--max-epochs", "2", "--max-minutes", "1e-9"])
+    state = json.loads((interrupted / "checkpoints/last/trainer_state.json").read_text())["trainer"]
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)
+    train_main(corpus + TINY + ["--out", str(interrupted), "--max-epochs", "2", "--resume"])
+    assert [row["step"] for row in read_log(interrupted)] == [row["step"] for row in read_log(straight)]
+    resumed, reference = load_file(str(interrupted / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    for name, tensor in reference.items():
+        assert (resumed[name] - tensor).abs().max().item() < 1e-6, name
+
+
+def test_resume_without_checkpoint_is_an_error(corpus, tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train_main(corpus + TINY + ["--out", str(tmp_path / "none"), "--resume"])
+
+
+def test_learning_rate_schedule():
+    assert inverse_sqrt_lr(1, 1e-3, 100) == pytest.approx(1e-5)
+    assert inverse_sqrt_lr(100, 1e-3, 100) == pytest.approx(1e-3)
+    assert inverse_sqrt_lr(400, 1e-3, 100) == pytest.approx(5e-4)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_torchrun_on_cpu(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "core.train", *corpus, *TINY, "--out", str(out), "--max-epochs", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "2 process(es)" in completed.stdout
+    assert [row["epoch"] for row in read_log(out)] == [1, 2]
+    Translator.from_pretrained(out)
