@@ -34,6 +34,11 @@ class TransformerConfig:
     unk_id: int = 3
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            expected = {"int": int, "float": (int, float), "bool": bool}[field.type]
+            if not isinstance(value, expected) or (field.type != "bool" and isinstance(value, bool)):
+                raise ValueError(f"{field.name} must be {field.type}, got {value!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_model % 2:

@@ -57,7 +57,9 @@ def score(hypotheses: Sequence[str], references: Sequence[str], tokenized_refere
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model folder (PyTorch), or an exported ONNX bundle folder (onnxruntime)")
+    parser.add_argument("--int8", action="store_true", help="with a bundle: use its int8 graphs")
     parser.add_argument("--src", required=True, help="source sentences, one per line")
     parser.add_argument("--ref", required=True, help="reference translations, one per line")
     parser.add_argument("--ref-tok", help="lowercased Moses-tokenized references (tok/*.lc.norm.tok.*)")
@@ -69,14 +71,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, help="also write the translations here, one per line")
     args = parser.parse_args(argv)
 
-    from .decoding import Translator
-
     sources, references = read_lines(args.src), read_lines(args.ref)
     if len(sources) != len(references):
         sys.exit(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
     tokenized_references = read_lines(args.ref_tok) if args.ref_tok else None
     lang = args.tgt_lang or Path(args.ref).suffix.lstrip(".") or "en"
-    translator = Translator.from_pretrained(args.model, device=args.device)
+    if (args.model / "manifest.json").is_file():
+        from serve.bundle import OnnxTranslator
+
+        translator = OnnxTranslator(args.model, int8=args.int8)
+    else:
+        from .decoding import Translator
+
+        translator = Translator.from_pretrained(args.model, device=args.device)
     started = time.time()
     translations = translator.translate(
         sources, beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, progress=True
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         args.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     result = score(hypotheses, references, tokenized_references, lang)
     result.update(beam=args.beam, length_penalty=args.length_penalty, sentences=len(sources),
-                  translate_seconds=round(seconds, 1), model=str(args.model), src=args.src, ref=args.ref)
+                  translate_seconds=round(seconds, 1), model=str(args.model), int8=args.int8, src=args.src, ref=args.ref)
     print(json.dumps(result))
 
 

@@ -120,6 +120,8 @@ def test_config_validation():
         TransformerConfig(vocab_size=10, d_model=10, n_heads=3)
     with pytest.raises(ValueError, match="unknown config keys"):
         TransformerConfig.from_dict({"vocab_size": 10, "d_modle": 16})
+    with pytest.raises(ValueError, match="vocab_size must be int"):
+        TransformerConfig(vocab_size="many")
     with pytest.raises(ValueError, match="dropout"):
         TransformerConfig(vocab_size=10, dropout=1.5)
 

@@ -1,0 +1,37 @@
+"""Export a trained model folder to a verified ONNX bundle.
+
+    python -m export models/en-de [--out DIR] [--int8] [--opset N] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .onnx_export import ExportError, export_bundle
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", type=Path, help="folder with config.json, model.safetensors, tokenizer.json")
+    parser.add_argument("--out", type=Path, help="bundle folder to write (default: MODEL_DIR/onnx)")
+    parser.add_argument("--int8", action="store_true", help="also write dynamically quantized int8 graphs")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
+    args = parser.parse_args(argv)
+    try:
+        manifest = export_bundle(args.model_dir, args.out, int8=args.int8, opset=args.opset, force=args.force)
+    except ExportError as error:
+        sys.exit(f"export failed: {error}")
+    out = args.out or args.model_dir / "onnx"
+    parity = manifest["parity"]
+    print(f"wrote {out}: greedy tokens equal on {parity['sentences']} sentences, "
+          f"max |logit diff| {parity['max_logit_difference']:.2e}, "
+          f"max |attention diff| {parity['max_attention_difference']:.2e}")
+    for name, entry in manifest["files"].items():
+        print(f"  {name:24s} {entry['bytes'] / 1e6:8.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Export a model folder to an ONNX bundle: load -> validate -> export -> verify parity -> write with a manifest.
+
+Graphs (all float32; dimension names are the ONNX dim_params):
+
+encoder.onnx
+  in   source_ids          int64 [batch, source_length]            padded with pad_id
+  out  memory              float [batch, source_length, d_model]
+       cross_keys          float [dec_layers, batch, heads, source_length, d_head]   (computed once per source)
+       cross_values        float [dec_layers, batch, heads, source_length, d_head]
+       encoder_attentions  float [enc_layers, batch, heads, source_length, source_length]
+
+decoder.onnx (one call per step; target_length is 1 when decoding with the cache)
+  in   target_ids          int64 [batch, target_length]
+       source_mask         bool  [batch, source_length]            True at real source tokens
+       past_self_keys      float [dec_layers, batch, heads, past_length, d_head]  (past_length 0 at the first step)
+       past_self_values    float [dec_layers, batch, heads, past_length, d_head]
+       cross_keys          float [dec_layers, batch, heads, source_length, d_head]
+       cross_values        float [dec_layers, batch, heads, source_length, d_head]
+  out  logits              float [batch, target_length, vocab]
+       present_self_keys   float [dec_layers, batch, heads, past_length + target_length, d_head]
+       present_self_values float [dec_layers, batch, heads, past_length + target_length, d_head]
+       self_attentions     float [dec_layers, batch, heads, target_length, past_length + target_length]
+       cross_attentions    float [dec_layers, batch, heads, target_length, source_length]
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.config import CONFIG_FILE
+from core.decoding import TorchBackend
+from core.model import KVCache, Transformer
+from core.search import pad_batch, translate
+from core.tokenizer import TOKENIZER_FILE, Tokenizer
+from serve.bundle import BUNDLE_FORMAT, MANIFEST_FILE, OnnxBackend, OnnxState, sha256_of
+
+ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+LOGIT_TOLERANCE, ATTENTION_TOLERANCE = 1e-4, 1e-5
+# Real sentences for the built-in parity check, in the languages of the shipped models; any text works.
+PARITY_SENTENCES = [
+    "A man in an orange hat starring at something.",
+    "Two young children are playing in the sand on a sunny beach.",
+    "A dog runs.",
+    "A group of people stand in front of an igloo while a woman in a red jacket takes a picture of them.",
+    "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
+    "Zwei kleine Kinder spielen an einem sonnigen Strand im Sand.",
+    "Ein Hund rennt.",
+]
+
+
+class ExportError(RuntimeError):
+    """The model folder cannot be exported (missing, malformed, or the output exists)."""
+
+
+class ParityError(ExportError):
+    """onnxruntime does not reproduce PyTorch within the tolerances."""
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: Transformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, source_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        encoded = self.model.encode(source_ids, output_attentions=True)
+        cache = self.model.start_cache(encoded.memory)
+        return encoded.memory, cache.cross_keys, cache.cross_values, encoded.attentions
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, model: Transformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, target_ids, source_mask, past_self_keys, past_self_values, cross_keys, cross_values):
+        cache = KVCache(past_self_keys, past_self_values, cross_keys, cross_values)
+        output = self.model.decode(target_ids, source_mask, cache, output_attentions=True)
+        return (output.logits, output.cache.self_keys, output.cache.self_values,
+                output.self_attentions, output.cross_attentions)
+
+
+ENCODER_OUTPUTS = ["memory", "cross_keys", "cross_values", "encoder_attentions"]
+DECODER_INPUTS = ["target_ids", "source_mask", "past_self_keys", "past_self_values", "cross_keys", "cross_values"]
+DECODER_OUTPUTS = ["logits", "present_self_keys", "present_self_values", "self_attentions", "cross_attentions"]
+
+
+def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
+    """Write encoder.onnx and decoder.onnx with dynamic batch, source, target and cache lengths."""
+    config = model.config
+    Dim = torch.export.Dim
+    batch, source_length = Dim("batch"), Dim("source_length")
+    past_length, target_length = Dim("past_length"), Dim("target_length")
+    # Example sizes avoid 0 and 1, which the tracer would specialize on.
+    source_ids = torch.full((2, 5), 5, dtype=torch.long)
+    torch.onnx.export(
+        EncoderGraph(model), (source_ids,), str(directory / ENCODER_FILE), dynamo=True, opset_version=opset,
+        input_names=["source_ids"], output_names=ENCODER_OUTPUTS, external_data=False, verbose=False,
+        dynamic_shapes={"source_ids": {0: batch, 1: source_length}},
+    )
+    layers, heads, d_head = config.n_decoder_layers, config.n_heads, config.d_head
+    # Four separate tensors: aliased example inputs would be traced as one and wired to the same graph input.
+    past_keys, past_values = torch.zeros(layers, 2, heads, 3, d_head), torch.zeros(layers, 2, heads, 3, d_head)
+    cross_keys, cross_values = torch.zeros(layers, 2, heads, 5, d_head), torch.zeros(layers, 2, heads, 5, d_head)
+    example = (torch.full((2, 2), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool),
+               past_keys, past_values, cross_keys, cross_values)
+    cache_shape = {1: batch, 3: past_length}
+    cross_shape = {1: batch, 3: source_length}
+    torch.onnx.export(
+        DecoderGraph(model), example, str(directory / DECODER_FILE), dynamo=True, opset_version=opset,
+        input_names=DECODER_INPUTS, output_names=DECODER_OUTPUTS, external_data=False, verbose=False,
+        dynamic_shapes={
+            "target_ids": {0: batch, 1: target_length}, "source_mask": {0: batch, 1: source_length},
+            "past_self_keys": cache_shape, "past_self_values": cache_shape,
+            "cross_keys": cross_shape, "cross_values": cross_shape,
+        },
+    )
+
+
+def graph_io(path: Path) -> dict:
+    """Names, dtypes and symbolic shapes of a graph's inputs and outputs, read back from the file."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values):
+        return [
+            {
+                "name": value.name,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name,
+                "shape": [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim],
+            }
+            for value in values
+        ]
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+@dataclass
+class ParityReport:
+    sentences: int = 0
+    greedy_tokens_equal: bool = True
+    max_logit_difference: float = 0.0
+    max_attention_difference: float = 0.0
+    checked_shapes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _max_difference(a: np.ndarray, b: Tensor) -> float:
+    return float(np.abs(a - b.detach().cpu().numpy()).max()) if a.size else 0.0
+
+
+@torch.inference_mode()
+def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, sentences: list[str]) -> ParityReport:
+    """Greedy tokens must be equal; every step's logits and all attention weights must match PyTorch.
+
+    Runs the batch of all sentences (padded, several lengths) and each sentence alone.
+    """
+    config = model.config
+    runtime = OnnxBackend(bundle / ENCODER_FILE, bundle / DECODER_FILE, config)
+    report = ParityReport(sentences=len(sentences))
+    reference = translate(TorchBackend(model), tokenizer, sentences, beam_size=1)
+    exported = translate(runtime, tokenizer, sentences, beam_size=1)
+    for ref, out in zip(reference, exported):
+        if ref.token_ids != out.token_ids:
+            report.greedy_tokens_equal = False
+            raise ParityError(f"greedy tokens differ for {ref.source!r}: torch {ref.text!r}, onnxruntime {out.text!r}")
+
+    encoded_sources = [tokenizer.encode(text) + [config.eos_id] for text in sentences]
+    groups = [list(range(len(sentences)))] + [[i] for i in range(len(sentences))]
+    for group in groups:
+        source_ids = pad_batch([encoded_sources[i] for i in group], config.pad_id)
+        targets = [[config.bos_id] + reference[i].token_ids for i in group]
+        target_ids = pad_batch(targets, config.eos_id)  # teacher-force torch's greedy output
+        onnx_encoded = runtime.encode(source_ids)
+        torch_encoded = model.encode(torch.from_numpy(source_ids), output_attentions=True)
+        torch_cache = model.start_cache(torch_encoded.memory)
+        report.max_attention_difference = max(
+            report.max_attention_difference,
+            _max_difference(onnx_encoded["encoder_attentions"], torch_encoded.attentions),
+        )
+        state = runtime.start(source_ids)
+        for position in range(target_ids.shape[1]):
+            step_ids = target_ids[:, position : position + 1]
+            onnx_step = runtime.decode(step_ids, state)
+            torch_step = model.decode(torch.from_numpy(step_ids), torch_encoded.source_mask, torch_cache,
+                                      output_attentions=True)
+            torch_cache = torch_step.cache
+            state = OnnxState(state.source_mask, onnx_step["present_self_keys"], onnx_step["present_self_values"],
+                              state.cross_keys, state.cross_values)
+            report.max_logit_difference = max(report.max_logit_difference,
+                                              _max_difference(onnx_step["logits"], torch_step.logits))
+            report.max_attention_difference = max(
+                report.max_attention_difference,
+                _max_difference(onnx_step["self_attentions"], torch_step.self_attentions),
+                _max_difference(onnx_step["cross_attentions"], torch_step.cross_attentions),
+            )
+        report.checked_shapes.append({"batch": len(group), "source_length": int(source_ids.shape[1]),
+                                      "cache_length": int(target_ids.shape[1])})
+    if report.max_logit_difference > LOGIT_TOLERANCE:
+        raise ParityError(f"max |logit difference| {report.max_logit_difference:.2e} exceeds {LOGIT_TOLERANCE:.0e}")
+    if report.max_attention_difference > ATTENTION_TOLERANCE:
+        raise ParityError(
+            f"max |attention difference| {report.max_attention_difference:.2e} exceeds {ATTENTION_TOLERANCE:.0e}"
+        )
+    return report
+
+
+def quantize_int8(directory: Path) -> dict:
+    """onnxruntime dynamic int8 quantization of both graphs, written beside the float32 files."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    files = {}
+    for name in (ENCODER_FILE, DECODER_FILE):
+        int8_name = name.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(str(directory / name), str(directory / int8_name), weight_type=QuantType.QInt8)
+        files[name] = int8_name
+    return files
+
+
+def library_versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__}
+    try:
+        import onnxscript
+
+        versions["onnxscript"] = onnxscript.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8_files: dict) -> dict:
+    config = model.config
+    graphs = {"encoder": {"file": ENCODER_FILE, **graph_io(directory / ENCODER_FILE)},
+              "decoder": {"file": DECODER_FILE, **graph_io(directory / DECODER_FILE)}}
+    for graph in graphs.values():
+        if graph["file"] in int8_files:
+            graph["int8_file"] = int8_files[graph["file"]]
+    files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": 1,
+        "config": config.to_dict(),
+        "tokenizer": TOKENIZER_FILE,
+        "special_tokens": {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id, "unk": config.unk_id},
+        "opset": opset,
+        "graphs": graphs,
+        "parity": parity.as_dict(),
+        "versions": library_versions(),
+        "files": {name: {"sha256": sha256_of(directory / name), "bytes": (directory / name).stat().st_size}
+                  for name in files},
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, int8: bool = False, opset: int = 18,
+                  force: bool = False, sentences: list[str] | None = None) -> dict:
+    """Export model_dir to out (default model_dir/onnx) and return the manifest. Fails loudly on parity errors."""
+    import onnx
+
+    model_dir = Path(model_dir)
+    out = Path(out) if out is not None else model_dir / "onnx"
+    if opset < 17:
+        raise ExportError(f"opset must be at least 17, got {opset}")
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to overwrite it")
+    try:  # load and validate
+        model = Transformer.from_pretrained(model_dir)
+        tokenizer = Tokenizer.load(model_dir)
+        tokenizer.check_compatible(model.config)
+    except (FileNotFoundError, ValueError) as error:
+        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
+    try:
+        export_graphs(model, staging, opset)
+        for name in (ENCODER_FILE, DECODER_FILE):
+            onnx.checker.check_model(str(staging / name), full_check=True)
+        shutil.copy(model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        model.config.save(staging)
+        parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
+        int8_files = quantize_int8(staging) if int8 else {}
+        manifest = write_manifest(staging, model, opset, parity, int8_files)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

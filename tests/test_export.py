@@ -1,0 +1,160 @@
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import tiny_config
+from core.decoding import Translator
+from core.model import KVCache, Transformer
+from export import ExportError, ParityError, export_bundle
+from export.__main__ import main as export_main
+from export.onnx_export import verify_parity
+from serve.bundle import BundleError, OnnxBackend, OnnxState, OnnxTranslator
+
+SENTENCES = ["A man rides a bike.", "Zwei Hunde spielen im Schnee.", "Kinder!"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    directory = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    Transformer(tiny_config(vocab_size=tokenizer.vocab_size, max_positions=256)).save_pretrained(directory)
+    tokenizer.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def bundle(model_dir):
+    manifest = export_bundle(model_dir, int8=True, sentences=SENTENCES)
+    return model_dir / "onnx", manifest
+
+
+def test_bundle_is_self_contained_and_described(bundle):
+    directory, manifest = bundle
+    names = {"encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "tokenizer.json", "config.json"}
+    assert set(manifest["files"]) == names
+    assert json.loads((directory / "manifest.json").read_text()) == manifest
+    assert manifest["opset"] >= 17
+    assert manifest["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
+    decoder = manifest["graphs"]["decoder"]
+    assert [i["name"] for i in decoder["inputs"]] == [
+        "target_ids", "source_mask", "past_self_keys", "past_self_values", "cross_keys", "cross_values"]
+    assert decoder["inputs"][2]["shape"][3] == "past_length"
+    assert decoder["outputs"][3] == {"name": "self_attentions", "dtype": "float32",
+                                     "shape": [2, "batch", 2, "target_length", decoder["outputs"][3]["shape"][4]]}
+    for name in names:
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == manifest["files"][name]["sha256"]
+    for name in ("encoder.onnx", "decoder.onnx"):
+        onnx.checker.check_model(str(directory / name), full_check=True)
+
+
+def test_parity_figures_are_recorded(bundle):
+    parity = bundle[1]["parity"]
+    assert parity["greedy_tokens_equal"]
+    assert parity["max_logit_difference"] <= 1e-4
+    assert parity["max_attention_difference"] <= 1e-5
+    assert {shape["batch"] for shape in parity["checked_shapes"]} == {1, len(SENTENCES)}
+
+
+def test_onnx_translations_equal_pytorch(bundle, model_dir):
+    onnx_results = OnnxTranslator(bundle[0]).translate(SENTENCES, beam_size=3, max_length_b=5)
+    torch_results = Translator.from_pretrained(model_dir).translate(SENTENCES, beam_size=3, max_length_b=5)
+    for ours, theirs in zip(onnx_results, torch_results):
+        assert ours.token_ids == theirs.token_ids
+        assert ours.score == pytest.approx(theirs.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("batch,source_length,steps", [(1, 1, 12), (3, 9, 4), (5, 30, 2)])
+def test_graphs_accept_any_batch_source_and_cache_length(bundle, model_dir, batch, source_length, steps):
+    model = Transformer.from_pretrained(model_dir)
+    runtime, _ = OnnxBackend.from_bundle(bundle[0])
+    rng = np.random.default_rng(batch)
+    source_ids = rng.integers(4, model.config.vocab_size, (batch, source_length))
+    source_ids[0, source_length // 2 + 1 :] = model.config.pad_id
+    state = runtime.start(source_ids)
+    with torch.no_grad():
+        encoded = model.encode(torch.from_numpy(source_ids))
+        cache = model.start_cache(encoded.memory)
+        for _ in range(steps):
+            target = rng.integers(4, model.config.vocab_size, (batch, 1))
+            outputs = runtime.decode(target, state)
+            reference = model.decode(torch.from_numpy(target), encoded.source_mask, cache, output_attentions=True)
+            np.testing.assert_allclose(outputs["logits"], reference.logits.numpy(), atol=1e-4)
+            np.testing.assert_allclose(outputs["cross_attentions"], reference.cross_attentions.numpy(), atol=1e-5)
+            np.testing.assert_allclose(outputs["self_attentions"], reference.self_attentions.numpy(), atol=1e-5)
+            cache = reference.cache
+            state = OnnxState(state.source_mask, outputs["present_self_keys"], outputs["present_self_values"],
+                              state.cross_keys, state.cross_values)
+    assert state.self_keys.shape[3] == steps
+
+
+def test_no_weight_is_stored_twice_within_a_graph(bundle):
+    for name in ("encoder.onnx", "decoder.onnx"):
+        graph = onnx.load(str(bundle[0] / name)).graph
+        digests = [hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest()
+                   for t in graph.initializer if onnx.numpy_helper.to_array(t).size > 64]
+        assert len(digests) == len(set(digests)), name
+
+
+def test_int8_bundle_runs_and_is_smaller(bundle):
+    directory, manifest = bundle
+    results = OnnxTranslator(directory, int8=True).translate(SENTENCES, beam_size=2, max_length_b=5)
+    assert len(results) == len(SENTENCES)
+    assert manifest["files"]["decoder.int8.onnx"]["bytes"] < manifest["files"]["decoder.onnx"]["bytes"]
+
+
+def test_checksum_mismatch_names_the_file(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle[0], copy)
+    data = bytearray((copy / "decoder.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "decoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="decoder.onnx does not match its sha256"):
+        OnnxTranslator(copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json is listed in the manifest but missing"):
+        OnnxTranslator(copy, int8=True)
+    with pytest.raises(BundleError, match="not an exported bundle"):
+        OnnxTranslator(tmp_path)
+
+
+def test_parity_failure_fails_loudly(bundle, model_dir, tokenizer):
+    model = Transformer.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.decoder_layers[0].feed_forward.linear_out.weight.mul_(1.5)
+    with pytest.raises(ParityError):
+        verify_parity(model, tokenizer, bundle[0], SENTENCES)
+
+
+def test_refuses_to_overwrite_without_force(bundle, model_dir, capsys):
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(model_dir)
+    with pytest.raises(SystemExit, match="pass --force"):
+        export_main([str(model_dir)])
+
+
+def test_force_overwrites(model_dir, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export_main([str(model_dir), "--out", str(out), "--force"])
+    assert not (out / "stale.txt").exists()
+    assert "greedy tokens equal" in capsys.readouterr().out
+
+
+def test_clear_errors_for_bad_model_folders(tmp_path, model_dir):
+    with pytest.raises(ExportError, match="cannot load the model folder"):
+        export_bundle(tmp_path / "missing", tmp_path / "out")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"vocab_size": "many"}')
+    with pytest.raises(ExportError, match="cannot load"):
+        export_bundle(broken, tmp_path / "out2")
+    with pytest.raises(ExportError, match="opset"):
+        export_bundle(model_dir, tmp_path / "out3", opset=13)
