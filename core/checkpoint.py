@@ -15,18 +15,11 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 
 
-def save_weights(model: Transformer, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
-
-
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer, trainer_state: dict) -> None:
     """Write model, optimizer and trainer state into directory atomically (a temporary folder, then a rename)."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    save_weights(model, partial)
-    model.config.save(partial)
+    model.save_pretrained(partial)
     optimizer_state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, parameter_state in optimizer_state["state"].items():

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, help="also write the translations here, one per line")
+    parser.add_argument("--record", nargs=2, metavar=("FILE", "NAME"),
+                        help="also store the result, with this command, under NAME in the JSON file FILE")
     args = parser.parse_args(argv)
 
     sources, references = read_lines(args.src), read_lines(args.ref)
@@ -95,7 +97,18 @@ def main(argv: list[str] | None = None) -> None:
     result = score(hypotheses, references, tokenized_references, lang)
     result.update(beam=args.beam, length_penalty=args.length_penalty, sentences=len(sources),
                   translate_seconds=round(seconds, 1), model=str(args.model), int8=args.int8, src=args.src, ref=args.ref)
+    if args.record:
+        record(Path(args.record[0]), args.record[1], result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result))
+
+
+def record(path: Path, name: str, result: dict, argv: list[str]) -> None:
+    """Merge result into the JSON object in path (created if missing) under name, with the reproducing command."""
+    import shlex
+
+    recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    recorded[name] = dict(result, command="python -m core.evaluate " + shlex.join(argv))
+    path.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpoint import average_weights, load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import average_weights, load_checkpoint, save_checkpoint
 from .config import PRESETS, TransformerConfig
 from .data import drop_empty, drop_long, read_corpus, token_batches
 from .decoding import Translator
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
             state["best_bleu"] = max(state["best_bleu"], valid_bleu)
             state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             epoch_dirs[epoch] = checkpoints / f"epoch-{epoch:03d}"
-            save_weights(model, epoch_dirs[epoch])
+            model.save_pretrained(epoch_dirs[epoch])
             keep = set(sorted(epoch_dirs)[-args.average_last:])
             keep |= set(sorted(epoch_dirs, key=lambda e: -next(r["valid_bleu"] for r in history if r["epoch"] == e))[: args.average_last])
             for old in set(epoch_dirs) - keep:
