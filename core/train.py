@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .checkpoint import average_weights, load_checkpoint, save_checkpoint
 from .config import PRESETS, TransformerConfig
@@ -293,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.Adam(
         model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay
     )
-    state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0}
+    state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0,
+             "commands": []}
     history: list[dict] = []
     if args.resume:
         state = load_checkpoint(last_checkpoint, model, optimizer)
@@ -302,7 +305,9 @@ def main(argv: list[str] | None = None) -> None:
         history = [row for row in history if row["epoch"] <= state["epoch"]]  # drop rows newer than the checkpoint
         if run.main:
             (out / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in history), encoding="utf-8")
+        state.setdefault("commands", [])
         run.print(f"resumed from {last_checkpoint}: epoch {state['epoch'] + 1}, batch {state['batch']}, step {state['step']}")
+    state["commands"].append("python -m core.train " + shlex.join(sys.argv[1:] if argv is None else argv))
     trainable = torch.nn.parallel.DistributedDataParallel(model) if run.world_size > 1 else model
     run.print(f"model: {model.num_parameters():,} parameters, {config}; device {run.device}, bf16 {use_bf16}, "
               f"{run.world_size} process(es)")
@@ -320,8 +325,6 @@ def main(argv: list[str] | None = None) -> None:
         model.train()
         epoch_started = segment_started = time.time()  # segment: training time not yet added to the state
         loss_sum, token_count = torch.zeros((), device=run.device), 0
-        from tqdm import tqdm
-
         progress = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch}", disable=not run.main or None,
                         leave=False, unit="batch")
         for batch_index in progress:
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
                 state["train_seconds"] += time.time() - segment_started
                 segment_started = time.time()
                 write_checkpoint(last_checkpoint)
-            if time.time() > deadline:
+            if deadline < math.inf and run.all_agree(time.time() > deadline):  # every process stops at one batch
                 break
         epoch_seconds = time.time() - epoch_started
         state["train_seconds"] += time.time() - segment_started
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         selection = select_final_weights(model, tokenizer, valid_pairs, epoch_dirs, history, args)
         model.save_pretrained(out)
         summary = {"selection": selection, "epochs": state["epoch"], "steps": state["step"],
-                   "train_minutes": round(state["train_seconds"] / 60, 2), "args": {k: str(v) for k, v in vars(args).items()},
+                   "train_minutes": round(state["train_seconds"] / 60, 2), "commands": state["commands"],
                    "parameters": model.num_parameters(), "config": dataclasses.asdict(config)}
         (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}: {selection['chosen']}", flush=True)

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from core.decoding import Translator
 from core.model import KVCache, Transformer
 from export import ExportError, ParityError, export_bundle
@@ -158,3 +158,16 @@ def test_clear_errors_for_bad_model_folders(tmp_path, model_dir):
         export_bundle(broken, tmp_path / "out2")
     with pytest.raises(ExportError, match="opset"):
         export_bundle(model_dir, tmp_path / "out3", opset=13)
+
+
+SHIPPED = sorted(p.parent.parent for p in (ROOT / "models").glob("*/onnx/manifest.json"))
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_bundles_verify_and_match_pytorch(model_dir):
+    sentences = ["Ein Mann fährt Fahrrad.", "Two dogs play in the snow.", "Eine Frau liest ein Buch im Park."]
+    onnx_results = OnnxTranslator(model_dir / "onnx").translate(sentences, beam_size=4)
+    torch_results = Translator.from_pretrained(model_dir).translate(sentences, beam_size=4)
+    assert [r.token_ids for r in onnx_results] == [r.token_ids for r in torch_results]
+    int8_results = OnnxTranslator(model_dir / "onnx", int8=True).translate(sentences, beam_size=4)
+    assert all(r.text for r in int8_results)

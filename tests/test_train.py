@@ -38,6 +38,8 @@ def test_training_end_to_end(corpus, tmp_path):
     assert log[-1]["train_loss"] < log[0]["train_loss"]
     assert log[-1]["valid_loss"] < log[0]["valid_loss"]
     assert all(row["target_tokens_per_s"] > 0 for row in log)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["commands"][0].startswith("python -m core.train --src-train")
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training_curves.png", "training_summary.json"):
         assert (out / name).is_file(), name
     translator = Translator.from_pretrained(out)
@@ -54,6 +56,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(corpus, tmp_
     state = json.loads((interrupted / "checkpoints/last/trainer_state.json").read_text())["trainer"]
     assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)
     train_main(corpus + TINY + ["--out", str(interrupted), "--max-epochs", "2", "--resume"])
+    assert len(json.loads((interrupted / "training_summary.json").read_text())["commands"]) == 2
     assert [row["step"] for row in read_log(interrupted)] == [row["step"] for row in read_log(straight)]
     resumed, reference = load_file(str(interrupted / "model.safetensors")), load_file(str(straight / "model.safetensors"))
     for name, tensor in reference.items():
