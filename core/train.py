@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import average_weights, load_checkpoint, save_checkpoint
+from .checkpoint import STATE_FILE, average_weights, load_checkpoint, save_checkpoint
 from .config import PRESETS, TransformerConfig
 from .data import drop_empty, drop_long, read_corpus, token_batches
 from .decoding import Translator
@@ -37,6 +37,7 @@ from .tokenizer import TOKENIZER_FILE, Tokenizer
 
 LOG_FILE = "train_log.jsonl"
 CURVES_FILE = "training_curves.png"
+PER_INVOCATION_OPTIONS = ("resume", "max_minutes", "threads", "device")
 MODEL_OPTIONS = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "dropout", "attention_dropout")
 
 
@@ -87,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="start from this model folder's weights, config and tokenizer (fresh optimizer)")
     run.add_argument("--valid-batch-size", type=int, default=200)
     args = parser.parse_args(argv)
+    saved_state = args.out / "checkpoints" / "last" / STATE_FILE
+    if args.resume and saved_state.is_file():
+        # Options not given again keep the values of the run being resumed (learning rate, batch size, ...).
+        saved = json.loads(saved_state.read_text(encoding="utf-8"))["trainer"].get("args", {})
+        parser.set_defaults(**{k: v for k, v in saved.items() if k not in PER_INVOCATION_OPTIONS})
+        args = parser.parse_args(argv)
     if (args.tgt_train is None) != (args.tgt_valid is None):
         parser.error("give --tgt-train and --tgt-valid together (plain files), or neither (TSV files)")
     return args
@@ -296,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay
     )
     state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0,
-             "commands": []}
+             "commands": [], "args": {}}
     history: list[dict] = []
     if args.resume:
         state = load_checkpoint(last_checkpoint, model, optimizer)
@@ -308,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         state.setdefault("commands", [])
         run.print(f"resumed from {last_checkpoint}: epoch {state['epoch'] + 1}, batch {state['batch']}, step {state['step']}")
     state["commands"].append("python -m core.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+    state["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     trainable = torch.nn.parallel.DistributedDataParallel(model) if run.world_size > 1 else model
     run.print(f"model: {model.num_parameters():,} parameters, {config}; device {run.device}, bf16 {use_bf16}, "
               f"{run.world_size} process(es)")
