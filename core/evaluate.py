@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
     tokenized_references = read_lines(args.ref_tok) if args.ref_tok else None
     lang = args.tgt_lang or Path(args.ref).suffix.lstrip(".") or "en"
-    if (args.model / "manifest.json").is_file():
-        from serve.bundle import OnnxTranslator
+    from serve.bundle import MANIFEST_FILE, OnnxTranslator  # torch-free
 
+    if (args.model / MANIFEST_FILE).is_file():
         translator = OnnxTranslator(args.model, int8=args.int8)
     else:
         from .decoding import Translator

@@ -130,16 +130,15 @@ class OnnxBackend:
         empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
         return OnnxState(source_ids != self.config.pad_id, empty, empty, cross_keys, encoded["cross_values"])
 
+    @staticmethod
+    def advance(state: OnnxState, outputs: dict[str, np.ndarray]) -> OnnxState:
+        """The state after a decoder call: its present self-attention keys/values become the past."""
+        return OnnxState(state.source_mask, outputs["present_self_keys"], outputs["present_self_values"],
+                         state.cross_keys, state.cross_values)
+
     def step(self, last_tokens: np.ndarray, state: OnnxState) -> tuple[np.ndarray, OnnxState]:
         outputs = self.decode(last_tokens[:, None], state)  # [N] -> [N, 1]
-        new_state = OnnxState(
-            state.source_mask,
-            outputs["present_self_keys"],
-            outputs["present_self_values"],
-            state.cross_keys,
-            state.cross_values,
-        )
-        return log_softmax(outputs["logits"][:, -1].astype(np.float64)), new_state
+        return log_softmax(outputs["logits"][:, -1].astype(np.float64)), self.advance(state, outputs)
 
     def reorder(self, state: OnnxState, index: np.ndarray) -> OnnxState:
         return OnnxState(
