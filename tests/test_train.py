@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from conftest import CORPUS, ROOT, write_corpus
 from core.decoding import Translator
-from core.train import inverse_sqrt_lr, main as train_main
+from core.train import cosine_lr, inverse_sqrt_lr, main as train_main
 
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "2", "--n-decoder-layers", "2",
         "--dropout", "0", "--vocab-size", "300", "--max-tokens", "300", "--warmup-steps", "10", "--lr", "3e-3",
@@ -73,6 +73,11 @@ def test_learning_rate_schedule():
     assert inverse_sqrt_lr(1, 1e-3, 100) == pytest.approx(1e-5)
     assert inverse_sqrt_lr(100, 1e-3, 100) == pytest.approx(1e-3)
     assert inverse_sqrt_lr(400, 1e-3, 100) == pytest.approx(5e-4)
+    assert cosine_lr(50, 1e-3, 100, 1100) == pytest.approx(5e-4)
+    assert cosine_lr(100, 1e-3, 100, 1100) == pytest.approx(1e-3)
+    assert cosine_lr(600, 1e-3, 100, 1100) == pytest.approx(5e-4)
+    assert cosine_lr(1100, 1e-3, 100, 1100) == pytest.approx(0.0)
+    assert cosine_lr(5000, 1e-3, 100, 1100) == pytest.approx(0.0)
 
 
 def free_port():
