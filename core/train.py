@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -124,6 +125,13 @@ def cosine_lr(step: int, peak: float, warmup: int, total_steps: int) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def token_loss(logits: torch.Tensor, target_ids: torch.Tensor, pad_id: int, **options) -> torch.Tensor:
+    """Cross-entropy of logits [B, T, V] against target_ids [B, T], padding ignored; options go to F.cross_entropy.
+
+    Computed on [B * T, V] rows: much faster on CPU than the [B, V, T] layout."""
+    return F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), ignore_index=pad_id, **options)
+
+
 class Run:
     """Process-group facts: rank, world size, device; all printing and writing happens on rank 0."""
 
@@ -190,9 +198,7 @@ def validation_loss(model: Transformer, examples, max_tokens: int, device: torch
         for batch in token_batches([(len(s), len(t)) for s, t in examples], max_tokens):
             source, target_in, target_out, tokens = collate([examples[i] for i in batch], model.config.pad_id, device)
             logits = model(source, target_in)
-            total += F.cross_entropy(
-                logits.float().flatten(0, 1), target_out.flatten(), ignore_index=model.config.pad_id, reduction="sum"
-            ).item()
+            total += token_loss(logits, target_out, model.config.pad_id, reduction="sum").item()
             count += tokens
     model.train()
     return total / max(count, 1)
@@ -342,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         batches = token_batches(lengths, args.max_tokens, seed=args.seed + epoch)
         batches = batches[: len(batches) // run.world_size * run.world_size][run.rank :: run.world_size]
         total_steps = state.setdefault("total_steps", args.max_epochs * len(batches))  # fixed at the first epoch
+        learning_rate = partial(cosine_lr, total_steps=total_steps) if args.lr_schedule == "cosine" else inverse_sqrt_lr
         model.train()
         epoch_started = segment_started = time.time()  # segment: training time not yet added to the state
         loss_sum, token_count = torch.zeros((), device=run.device), 0
@@ -353,16 +360,10 @@ def main(argv: list[str] | None = None) -> None:
             )
             state["step"] += 1
             for group in optimizer.param_groups:
-                group["lr"] = (
-                    cosine_lr(state["step"], args.lr, args.warmup_steps, total_steps)
-                    if args.lr_schedule == "cosine" else inverse_sqrt_lr(state["step"], args.lr, args.warmup_steps)
-                )
+                group["lr"] = learning_rate(state["step"], args.lr, args.warmup_steps)
             with autocast:
                 logits = trainable(source, target_in)
-            loss = F.cross_entropy(  # on [B * T, V] rows: much faster on CPU than the [B, V, T] layout
-                logits.float().flatten(0, 1), target_out.flatten(), ignore_index=config.pad_id,
-                label_smoothing=args.label_smoothing,
-            )
+            loss = token_loss(logits, target_out, config.pad_id, label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_norm > 0:
