@@ -39,7 +39,8 @@ from .tokenizer import TOKENIZER_FILE, Tokenizer
 LOG_FILE = "train_log.jsonl"
 CURVES_FILE = "training_curves.png"
 PER_INVOCATION_OPTIONS = ("resume", "max_minutes", "threads", "device")
-MODEL_OPTIONS = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "dropout", "attention_dropout")
+REGULARIZATION_OPTIONS = ("dropout", "attention_dropout")
+MODEL_OPTIONS = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", *REGULARIZATION_OPTIONS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--d-ff", type=int)
     model.add_argument("--n-encoder-layers", type=int)
     model.add_argument("--n-decoder-layers", type=int)
-    model.add_argument("--dropout", type=float)
-    model.add_argument("--attention-dropout", type=float)
+    model.add_argument("--dropout", type=float, help="with --init-from: replaces the loaded model's dropout")
+    model.add_argument("--attention-dropout", type=float, help="with --init-from: replaces the loaded model's")
     model.add_argument("--pre-norm", action="store_true", help="LayerNorm before each sublayer instead of after")
 
     optim = parser.add_argument_group("optimization")
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--lr-schedule", choices=("inverse-sqrt", "cosine"), default="inverse-sqrt",
                        help="after warmup: peak * sqrt(warmup / step), or a cosine decay reaching 0 at --max-epochs")
     optim.add_argument("--label-smoothing", type=float, default=0.1)
+    optim.add_argument("--rdrop", type=float, default=0.0, metavar="ALPHA",
+                       help="R-Drop: run each batch twice (two dropout masks) and add ALPHA times their symmetric "
+                            "KL divergence to the loss; a strong regularizer for small corpora (0 disables)")
     optim.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clipping (0 disables)")
     optim.add_argument("--weight-decay", type=float, default=0.0)
     optim.add_argument("--max-epochs", type=int, default=100)
@@ -130,6 +134,23 @@ def token_loss(logits: torch.Tensor, target_ids: torch.Tensor, pad_id: int, **op
 
     Computed on [B * T, V] rows: much faster on CPU than the [B, V, T] layout."""
     return F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), ignore_index=pad_id, **options)
+
+
+def rdrop_loss(logits: torch.Tensor, target_ids: torch.Tensor, pad_id: int, alpha: float,
+               label_smoothing: float) -> torch.Tensor:
+    """R-Drop (Liang et al., NeurIPS 2021): logits [2B, T, V] are two dropout passes over one batch of targets [B, T].
+
+    Label-smoothed cross-entropy of both passes plus alpha times their symmetric KL divergence, per real target
+    token, scaled as in the paper's fairseq criterion: ce + alpha * (KL(p||q) + KL(q||p)) / 4. One log-softmax
+    serves both terms (the vocabulary-wide tensors dominate the cost on CPU)."""
+    log_probs = logits.float().log_softmax(-1)  # [2B, T, V]
+    targets = target_ids.repeat(2, 1)  # [2B, T]
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [2B, T]
+    smoothed = (1 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1)
+    cross_entropy = smoothed[targets != pad_id].mean()
+    log_p, log_q = log_probs.chunk(2)  # [B, T, V] each
+    symmetric_kl = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)  # KL(p||q) + KL(q||p), [B, T]
+    return cross_entropy + alpha * symmetric_kl[target_ids != pad_id].mean() / 4
 
 
 class Run:
@@ -301,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         config = TransformerConfig.load(last_checkpoint)
     elif args.init_from:
         config = TransformerConfig.load(args.init_from)
+        overrides = {name: getattr(args, name) for name in REGULARIZATION_OPTIONS if getattr(args, name) is not None}
+        config = dataclasses.replace(config, **overrides)
     else:
         config = model_config(args, tokenizer.vocab_size)
     tokenizer.check_compatible(config)
@@ -361,9 +384,14 @@ def main(argv: list[str] | None = None) -> None:
             state["step"] += 1
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(state["step"], args.lr, args.warmup_steps)
-            with autocast:
-                logits = trainable(source, target_in)
-            loss = token_loss(logits, target_out, config.pad_id, label_smoothing=args.label_smoothing)
+            if args.rdrop > 0:
+                with autocast:
+                    logits = trainable(source.repeat(2, 1), target_in.repeat(2, 1))  # [2B, T, V]
+                loss = rdrop_loss(logits, target_out, config.pad_id, args.rdrop, args.label_smoothing)
+            else:
+                with autocast:
+                    logits = trainable(source, target_in)
+                loss = token_loss(logits, target_out, config.pad_id, label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_norm > 0:

@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import CORPUS, ROOT, write_corpus
 from core.decoding import Translator
-from core.train import cosine_lr, inverse_sqrt_lr, main as train_main
+from core.train import cosine_lr, inverse_sqrt_lr, main as train_main, rdrop_loss, token_loss
 
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "2", "--n-decoder-layers", "2",
         "--dropout", "0", "--vocab-size", "300", "--max-tokens", "300", "--warmup-steps", "10", "--lr", "3e-3",
@@ -78,6 +79,33 @@ def test_learning_rate_schedule():
     assert cosine_lr(600, 1e-3, 100, 1100) == pytest.approx(5e-4)
     assert cosine_lr(1100, 1e-3, 100, 1100) == pytest.approx(0.0)
     assert cosine_lr(5000, 1e-3, 100, 1100) == pytest.approx(0.0)
+
+
+def test_rdrop_loss_is_cross_entropy_plus_symmetric_kl():
+    torch.manual_seed(0)
+    targets = torch.tensor([[4, 5, 2], [6, 2, 0]])  # [B=2, T=3], one padded position
+    first, second = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    same = rdrop_loss(torch.cat([first, first]), targets, 0, alpha=5.0, label_smoothing=0.1)
+    assert same.item() == pytest.approx(token_loss(first, targets, 0, label_smoothing=0.1).item(), abs=1e-6)
+    p, q = first.softmax(-1), second.softmax(-1)
+    kl_pq = (p * (p.log() - q.log())).sum(-1)  # [B, T]
+    kl_qp = (q * (q.log() - p.log())).sum(-1)
+    real = targets != 0
+    expected_kl = ((kl_pq + kl_qp)[real]).sum().item() / real.sum().item() / 4
+    cross_entropy = token_loss(torch.cat([first, second]), targets.repeat(2, 1), 0, label_smoothing=0.1).item()
+    loss = rdrop_loss(torch.cat([first, second]), targets, 0, alpha=5.0, label_smoothing=0.1).item()
+    assert loss == pytest.approx(cross_entropy + 5.0 * expected_kl, rel=1e-5)
+
+
+def test_init_from_with_new_dropout_and_rdrop(corpus, tmp_path):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    train_main(corpus + TINY + ["--out", str(base), "--max-epochs", "1"])
+    train_main(corpus + TINY + ["--out", str(tuned), "--max-epochs", "2", "--init-from", str(base),
+                                "--dropout", "0.2", "--attention-dropout", "0.1", "--rdrop", "5"])
+    config = json.loads((tuned / "config.json").read_text())
+    assert (config["dropout"], config["attention_dropout"], config["d_model"]) == (0.2, 0.1, 16)
+    assert [row["epoch"] for row in read_log(tuned)] == [1, 2]
+    assert "--rdrop 5" in json.loads((tuned / "training_summary.json").read_text())["commands"][0]
 
 
 def free_port():
