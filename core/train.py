@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--d-ff", type=int)
     model.add_argument("--n-encoder-layers", type=int)
     model.add_argument("--n-decoder-layers", type=int)
-    model.add_argument("--dropout", type=float, help="with --init-from: replaces the loaded model's dropout")
-    model.add_argument("--attention-dropout", type=float, help="with --init-from: replaces the loaded model's")
+    model.add_argument("--dropout", type=float, help="with --init-from: replaces the loaded model's value")
+    model.add_argument("--attention-dropout", type=float, help="with --init-from: replaces the loaded model's value")
     model.add_argument("--pre-norm", action="store_true", help="LayerNorm before each sublayer instead of after")
 
     optim = parser.add_argument_group("optimization")
@@ -322,6 +322,10 @@ def main(argv: list[str] | None = None) -> None:
         config = TransformerConfig.load(last_checkpoint)
     elif args.init_from:
         config = TransformerConfig.load(args.init_from)
+        for name in set(MODEL_OPTIONS) - set(REGULARIZATION_OPTIONS):
+            if getattr(args, name) not in (None, getattr(config, name)):
+                raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} differs from {args.init_from}'s "
+                                 f"{getattr(config, name)}: --init-from keeps the architecture of the model it loads")
         overrides = {name: getattr(args, name) for name in REGULARIZATION_OPTIONS if getattr(args, name) is not None}
         config = dataclasses.replace(config, **overrides)
     else:

@@ -106,6 +106,8 @@ def test_init_from_with_new_dropout_and_rdrop(corpus, tmp_path):
     assert (config["dropout"], config["attention_dropout"], config["d_model"]) == (0.2, 0.1, 16)
     assert [row["epoch"] for row in read_log(tuned)] == [1, 2]
     assert "--rdrop 5" in json.loads((tuned / "training_summary.json").read_text())["commands"][0]
+    with pytest.raises(SystemExit, match="--d-model 32 differs"):
+        train_main(corpus + TINY + ["--out", str(tmp_path / "wider"), "--init-from", str(base), "--d-model", "32"])
 
 
 def free_port():
