@@ -114,6 +114,17 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> TransformerConfig
     return TransformerConfig(vocab_size=vocab_size, pre_norm=args.pre_norm, **values)
 
 
+def init_config(args: argparse.Namespace) -> TransformerConfig:
+    """The --init-from model's config with any given --dropout / --attention-dropout; other options must agree."""
+    config = TransformerConfig.load(args.init_from)
+    for name in set(MODEL_OPTIONS) - set(REGULARIZATION_OPTIONS):
+        if getattr(args, name) not in (None, getattr(config, name)):
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} differs from {args.init_from}'s "
+                             f"{getattr(config, name)}: --init-from keeps the architecture of the model it loads")
+    overrides = {name: getattr(args, name) for name in REGULARIZATION_OPTIONS if getattr(args, name) is not None}
+    return dataclasses.replace(config, **overrides)
+
+
 def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
     """Linear warmup to peak over warmup steps, then peak * sqrt(warmup / step) (the paper's schedule, rescaled)."""
     step = max(step, 1)
@@ -295,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--resume: no checkpoint at {last_checkpoint}")
     if not args.resume and ((out / LOG_FILE).exists() or last_checkpoint.exists()):
         sys.exit(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    init_from_config = init_config(args) if args.init_from and not args.resume else None  # fails before any work
     use_bf16 = args.precision == "bf16" or (
         args.precision == "auto"
         and (run.device.type == "cpu" or torch.cuda.is_bf16_supported())
@@ -321,13 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         config = TransformerConfig.load(last_checkpoint)
     elif args.init_from:
-        config = TransformerConfig.load(args.init_from)
-        for name in set(MODEL_OPTIONS) - set(REGULARIZATION_OPTIONS):
-            if getattr(args, name) not in (None, getattr(config, name)):
-                raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} differs from {args.init_from}'s "
-                                 f"{getattr(config, name)}: --init-from keeps the architecture of the model it loads")
-        overrides = {name: getattr(args, name) for name in REGULARIZATION_OPTIONS if getattr(args, name) is not None}
-        config = dataclasses.replace(config, **overrides)
+        config = init_from_config
     else:
         config = model_config(args, tokenizer.vocab_size)
     tokenizer.check_compatible(config)
@@ -388,13 +394,12 @@ def main(argv: list[str] | None = None) -> None:
             state["step"] += 1
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(state["step"], args.lr, args.warmup_steps)
+            passes = 2 if args.rdrop > 0 else 1  # R-Drop: the batch twice, under two dropout masks
+            with autocast:
+                logits = trainable(source.repeat(passes, 1), target_in.repeat(passes, 1))  # [passes * B, T, V]
             if args.rdrop > 0:
-                with autocast:
-                    logits = trainable(source.repeat(2, 1), target_in.repeat(2, 1))  # [2B, T, V]
                 loss = rdrop_loss(logits, target_out, config.pad_id, args.rdrop, args.label_smoothing)
             else:
-                with autocast:
-                    logits = trainable(source, target_in)
                 loss = token_loss(logits, target_out, config.pad_id, label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
