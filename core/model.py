@@ -82,11 +82,11 @@ class DecoderOutput:
 class FeedForward(nn.Module):
     """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation_dropout: float) -> None:
         super().__init__()
         self.linear_in = nn.Linear(d_model, d_ff)
         self.linear_out = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(activation_dropout)  # on max(0, x W_1 + b_1), as in fairseq's activation_dropout
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear_out(self.dropout(torch.relu(self.linear_in(x))))
@@ -114,7 +114,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
         self.attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
-        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.dropout)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout)
         self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,7 +133,7 @@ class DecoderLayer(nn.Module):
         self.self_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
         self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
         self.cross_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
-        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.dropout)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout)
         self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
 
     def forward(

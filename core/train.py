@@ -39,7 +39,7 @@ from .tokenizer import TOKENIZER_FILE, Tokenizer
 LOG_FILE = "train_log.jsonl"
 CURVES_FILE = "training_curves.png"
 PER_INVOCATION_OPTIONS = ("resume", "max_minutes", "threads", "device")
-REGULARIZATION_OPTIONS = ("dropout", "attention_dropout")
+REGULARIZATION_OPTIONS = ("dropout", "attention_dropout", "activation_dropout")
 MODEL_OPTIONS = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", *REGULARIZATION_OPTIONS)
 
 
@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--n-decoder-layers", type=int)
     model.add_argument("--dropout", type=float, help="with --init-from: replaces the loaded model's value")
     model.add_argument("--attention-dropout", type=float, help="with --init-from: replaces the loaded model's value")
+    model.add_argument("--activation-dropout", type=float,
+                       help="dropout on the feed-forward ReLU output; with --init-from: replaces the loaded model's value")
     model.add_argument("--pre-norm", action="store_true", help="LayerNorm before each sublayer instead of after")
 
     optim = parser.add_argument_group("optimization")
@@ -78,7 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--clip-norm", type=float, default=1.0, help="gradient norm clipping (0 disables)")
     optim.add_argument("--weight-decay", type=float, default=0.0)
     optim.add_argument("--max-epochs", type=int, default=100)
-    optim.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better BLEU")
+    optim.add_argument("--patience", type=int, default=10,
+                       help="stop after this many BLEU validations without a better BLEU")
+    optim.add_argument("--bleu-every", type=int, default=1,
+                       help="greedy validation BLEU every N epochs and at the last (the loss is validated every epoch)")
     optim.add_argument("--max-minutes", type=float, default=0,
                        help="stop this invocation after this many minutes, resumable with --resume (0: no limit)")
     optim.add_argument("--average-last", type=int, default=5, help="average this many checkpoints at the end")
@@ -101,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         saved = json.loads(saved_state.read_text(encoding="utf-8"))["trainer"].get("args", {})
         parser.set_defaults(**{k: v for k, v in saved.items() if k not in PER_INVOCATION_OPTIONS})
         args = parser.parse_args(argv)
+    if args.bleu_every < 1:
+        parser.error(f"--bleu-every must be at least 1, got {args.bleu_every}")
     if (args.tgt_train is None) != (args.tgt_valid is None):
         parser.error("give --tgt-train and --tgt-valid together (plain files), or neither (TSV files)")
     return args
@@ -115,7 +122,7 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> TransformerConfig
 
 
 def init_config(args: argparse.Namespace) -> TransformerConfig:
-    """The --init-from model's config with any given --dropout / --attention-dropout; other options must agree."""
+    """The --init-from model's config with any given dropout options; other options must agree."""
     config = TransformerConfig.load(args.init_from)
     for name in set(MODEL_OPTIONS) - set(REGULARIZATION_OPTIONS):
         if getattr(args, name) not in (None, getattr(config, name)):
@@ -261,7 +268,8 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
     loss_axis.set_ylabel("loss per target token")
     loss_axis.legend()
     loss_axis.grid(alpha=0.3)
-    bleu_axis.plot(epochs, [row["valid_bleu"] for row in rows], color="tab:green")
+    scored = [row for row in rows if row["valid_bleu"] is not None]
+    bleu_axis.plot([row["epoch"] for row in scored], [row["valid_bleu"] for row in scored], color="tab:green", marker=".")
     bleu_axis.set_xlabel("epoch")
     bleu_axis.set_ylabel("validation BLEU (greedy, sacreBLEU)")
     bleu_axis.grid(alpha=0.3)
@@ -271,17 +279,25 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
     plt.close(figure)
 
 
+def best_by_bleu(epoch_dirs: dict[int, Path], history: list[dict]) -> list[int]:
+    """The saved epochs that have a validation BLEU, best first."""
+    bleu = {row["epoch"]: row["valid_bleu"] for row in history if row["valid_bleu"] is not None}
+    return sorted((epoch for epoch in epoch_dirs if epoch in bleu), key=lambda epoch: -bleu[epoch])
+
+
 def select_final_weights(
     model: Transformer, tokenizer: Tokenizer, valid_pairs, epoch_dirs: dict[int, Path], history: list[dict], args
 ) -> dict:
-    """Pick the final weights by validation BLEU among the best epoch and averages of the last/best N epochs."""
+    """Pick the final weights by validation BLEU among the best and the last epoch and averages of the last/best N."""
     available = sorted(epoch_dirs)
-    by_bleu = sorted(available, key=lambda e: -next(r["valid_bleu"] for r in history if r["epoch"] == e))
-    candidates = {f"epoch {by_bleu[0]}": [by_bleu[0]]}
+    by_bleu = best_by_bleu(epoch_dirs, history)
+    singles = sorted({by_bleu[0], available[-1]} if by_bleu else {available[-1]})  # the best-scored and the last epoch
+    candidates = {f"epoch {epoch}": [epoch] for epoch in singles}
     n = min(args.average_last, len(available))
     if n > 1:
         candidates[f"average of last {n} epochs"] = available[-n:]
-        candidates[f"average of best {n} epochs"] = sorted(by_bleu[:n])
+    if min(args.average_last, len(by_bleu)) > 1:
+        candidates[f"average of best {min(args.average_last, len(by_bleu))} epochs"] = sorted(by_bleu[: args.average_last])
     scores = {}
     for name, epochs in candidates.items():
         model.load_state_dict(average_weights([epoch_dirs[e] for e in epochs]))
@@ -427,7 +443,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if run.main:
             valid_loss = validation_loss(model, valid_examples, args.max_tokens, run.device)
-            valid_bleu = validation_bleu(model, tokenizer, valid_pairs, args.valid_batch_size)
+            score_bleu = epoch % args.bleu_every == 0 or epoch == args.max_epochs
+            valid_bleu = validation_bleu(model, tokenizer, valid_pairs, args.valid_batch_size) if score_bleu else None
             row = {
                 "epoch": epoch,
                 "step": state["step"],
@@ -441,18 +458,19 @@ def main(argv: list[str] | None = None) -> None:
             history.append(row)
             with (out / LOG_FILE).open("a", encoding="utf-8") as log:
                 log.write(json.dumps(row) + "\n")
-            improved = valid_bleu > state["best_bleu"]
-            state["best_bleu"] = max(state["best_bleu"], valid_bleu)
-            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+            if score_bleu:
+                improved = valid_bleu > state["best_bleu"]
+                state["best_bleu"] = max(state["best_bleu"], valid_bleu)
+                state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
             epoch_dirs[epoch] = checkpoints / f"epoch-{epoch:03d}"
             model.save_pretrained(epoch_dirs[epoch])
-            keep = set(sorted(epoch_dirs)[-args.average_last:])
-            keep |= set(sorted(epoch_dirs, key=lambda e: -next(r["valid_bleu"] for r in history if r["epoch"] == e))[: args.average_last])
+            keep = set(sorted(epoch_dirs)[-args.average_last:]) | set(best_by_bleu(epoch_dirs, history)[: args.average_last])
             for old in set(epoch_dirs) - keep:
                 shutil.rmtree(epoch_dirs.pop(old), ignore_errors=True)
             write_checkpoint(last_checkpoint)
+            bleu_text = f"{valid_bleu:.2f}" if score_bleu else "-"
             print(f"epoch {epoch} step {state['step']}: train loss {row['train_loss']:.3f}, valid loss {valid_loss:.3f}, "
-                  f"valid BLEU {valid_bleu:.2f}, {row['target_tokens_per_s']:.0f} target tokens/s", flush=True)
+                  f"valid BLEU {bleu_text}, {row['target_tokens_per_s']:.0f} target tokens/s", flush=True)
         stop = run.all_agree(state["bad_epochs"] >= args.patience or time.time() > deadline)
 
     if run.main and epoch_dirs:

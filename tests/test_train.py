@@ -65,6 +65,17 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(corpus, tmp_
         assert (resumed[name] - tensor).abs().max().item() < 1e-6, name
 
 
+def test_bleu_every_scores_some_epochs_and_the_last(corpus, tmp_path):
+    out = tmp_path / "sparse"
+    train_main(corpus + TINY + ["--out", str(out), "--max-epochs", "3", "--bleu-every", "2"])
+    log = read_log(out)
+    assert [row["valid_bleu"] is None for row in log] == [True, False, False]
+    assert all(row["valid_loss"] > 0 for row in log)
+    selection = json.loads((out / "training_summary.json").read_text())["selection"]
+    assert "epoch 1" not in selection["valid_bleu_greedy"]  # unscored and not the last: no single-epoch candidate
+    assert (out / "training_curves.png").is_file()
+
+
 def test_resume_without_checkpoint_is_an_error(corpus, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint"):
         train_main(corpus + TINY + ["--out", str(tmp_path / "none"), "--resume"])
@@ -101,9 +112,12 @@ def test_init_from_with_new_dropout_and_rdrop(corpus, tmp_path):
     base, tuned = tmp_path / "base", tmp_path / "tuned"
     train_main(corpus + TINY + ["--out", str(base), "--max-epochs", "1"])
     train_main(corpus + TINY + ["--out", str(tuned), "--max-epochs", "2", "--init-from", str(base),
-                                "--dropout", "0.2", "--attention-dropout", "0.1", "--rdrop", "5"])
+                                "--dropout", "0.2", "--attention-dropout", "0.1", "--activation-dropout", "0.05",
+                                "--rdrop", "5"])
     config = json.loads((tuned / "config.json").read_text())
-    assert (config["dropout"], config["attention_dropout"], config["d_model"]) == (0.2, 0.1, 16)
+    assert (config["dropout"], config["attention_dropout"], config["activation_dropout"], config["d_model"]) == (
+        0.2, 0.1, 0.05, 16)
+    assert Translator.from_pretrained(tuned).model.decoder_layers[0].feed_forward.dropout.p == 0.05
     assert [row["epoch"] for row in read_log(tuned)] == [1, 2]
     assert "--rdrop 5" in json.loads((tuned / "training_summary.json").read_text())["commands"][0]
     with pytest.raises(SystemExit, match="--d-model 32 differs"):
