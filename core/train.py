@@ -296,8 +296,9 @@ def select_final_weights(
     n = min(args.average_last, len(available))
     if n > 1:
         candidates[f"average of last {n} epochs"] = available[-n:]
-    if min(args.average_last, len(by_bleu)) > 1:
-        candidates[f"average of best {min(args.average_last, len(by_bleu))} epochs"] = sorted(by_bleu[: args.average_last])
+    best = by_bleu[: args.average_last]
+    if len(best) > 1:
+        candidates[f"average of best {len(best)} epochs"] = sorted(best)
     scores = {}
     for name, epochs in candidates.items():
         model.load_state_dict(average_weights([epoch_dirs[e] for e in epochs]))
