@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 Pair = tuple[str, str]
 
@@ -25,14 +26,19 @@ def read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    lines = []
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
-            lines.append(line.rstrip("\r\n"))
+        return decode_lines(handle, str(path))
+
+
+def decode_lines(handle: BinaryIO, name: str) -> list[str]:
+    """Lines of a binary stream (a file, standard input) decoded as UTF-8; errors name ``name`` and the line."""
+    lines = []
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{name}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        lines.append(line.rstrip("\r\n"))
     return lines
 
 

@@ -42,6 +42,15 @@ class TorchBackend:
         return log_probs.cpu().numpy(), TorchState(state.source_mask, output.cache)
 
     @torch.inference_mode()
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        encoded = self.model.encode(torch.from_numpy(source_ids).to(self.device), output_attentions=True)
+        target = torch.from_numpy(decoder_input_ids).to(self.device)
+        output = self.model.decode(target, encoded.source_mask, self.model.start_cache(encoded.memory),
+                                   output_attentions=True)
+        return tuple(weights.float().cpu().numpy()
+                     for weights in (encoded.attentions, output.self_attentions, output.cross_attentions))
+
+    @torch.inference_mode()
     def reorder(self, state: TorchState, index: np.ndarray) -> TorchState:
         index_tensor = torch.from_numpy(index).to(self.device)
         return TorchState(state.source_mask.index_select(0, index_tensor), state.cache.reorder(index_tensor))

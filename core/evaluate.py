@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
     tokenized_references = read_lines(args.ref_tok) if args.ref_tok else None
     lang = args.tgt_lang or Path(args.ref).suffix.lstrip(".") or "en"
-    from serve.bundle import MANIFEST_FILE, OnnxTranslator  # torch-free
+    from serve import Translator as BundleTranslator  # torch-free
+    from serve.bundle import MANIFEST_FILE
 
     if (args.model / MANIFEST_FILE).is_file():
-        translator = OnnxTranslator(args.model, int8=args.int8)
+        translator = BundleTranslator(args.model, int8=args.int8)
     else:
         from .decoding import Translator
 

@@ -8,6 +8,7 @@ reordering, growing a batch into beams and dropping finished sentences are all t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,14 @@ class SearchBackend(Protocol):
 
     def reorder(self, state: Any, index: np.ndarray) -> Any:
         """Return the state whose row i is row index[i] of state."""
+
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One teacher-forced pass; every layer's and head's weights as float32 arrays.
+
+        source_ids [B, S] and decoder_input_ids [B, T] (BOS first), both right-padded with pad_id. Returns encoder
+        self-attention [enc_layers, B, H, S, S], decoder self-attention [dec_layers, B, H, T, T] and cross attention
+        [dec_layers, B, H, T, S]. Only needed for ``translate(..., return_attention=True)``.
+        """
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,32 @@ def beam_search(
 
 
 @dataclass(frozen=True)
+class Attention:
+    """Every layer's and head's attention weights for the decoding steps that produced one translation.
+
+    Row t of ``decoder`` and ``cross`` is the step that produced ``target_tokens[t]`` (EOS included when the
+    hypothesis finished); that step's decoder input was ``decoder_input_tokens[t]`` (``<s>``, then the tokens
+    produced before it), which are also the keys of ``decoder``. Weights are float32 and each row sums to 1.
+    """
+
+    source_tokens: list[str]  # S: the source subwords and </s>
+    target_tokens: list[str]  # T: one per decoding step
+    encoder: np.ndarray  # [enc_layers, heads, S, S] encoder self-attention
+    decoder: np.ndarray  # [dec_layers, heads, T, T] decoder self-attention (causal)
+    cross: np.ndarray  # [dec_layers, heads, T, S] encoder-decoder attention
+
+    @property
+    def decoder_input_tokens(self) -> list[str]:
+        return ["<s>"] + self.target_tokens[:-1]
+
+
+@dataclass(frozen=True)
 class Translation:
-    """The best translation of one source text, with its subword tokens and the n-best list."""
+    """The best translation of one source text, with its subword tokens and the n-best list.
+
+    ``unknown_characters`` counts the source characters the model cannot read (they became ``<unk>``); a caller
+    should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``.
+    """
 
     source: str
     text: str
@@ -150,6 +183,9 @@ class Translation:
     token_ids: list[int]
     score: float
     hypotheses: list[Hypothesis]
+    source_tokens: list[str]
+    unknown_characters: int
+    attention: Attention | None = None
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -170,28 +206,39 @@ def translate(
     length_penalty: float = 1.0,
     max_length_a: float = 1.5,
     max_length_b: int = 10,
+    max_length: int | None = None,
     n_best: int = 1,
+    return_attention: bool = False,
     batch_size: int = 64,
     progress: bool = False,
 ) -> list[Translation]:
     """Translate texts with beam search (``beam_size=1`` is greedy).
 
-    The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens.
-    Texts are batched by length and returned in input order.
+    The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens, EOS
+    included, and at most ``max_length`` when given. A text that is empty after normalization translates to "" without
+    running the model. Texts are batched by length and returned in input order. ``return_attention`` adds every
+    layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
+    ``backend.attend`` over its tokens.
     """
     if isinstance(texts, str):
         raise TypeError("translate() takes a list of texts; wrap a single text in a list")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
     config = backend.config
     max_source = config.max_positions
     max_target = config.max_positions - 1  # BOS takes the first decoder position
-    encoded = []
+    encoded, source_tokens, unknown = [], [], []
     for text in texts:
-        ids = tokenizer.encode(text) + [config.eos_id]
-        if len(ids) > max_source:
-            raise ValueError(f"source has {len(ids)} tokens, more than the model's max_positions ({max_source}): {text[:60]!r}")
-        encoded.append(ids)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        ids, tokens, unknown_characters = tokenizer.encode_with_unknown(text)
+        if len(ids) + 1 > max_source:
+            raise ValueError(f"source has {len(ids) + 1} tokens, more than the model's max_positions ({max_source}): {text[:60]!r}")
+        encoded.append(ids + [config.eos_id] if ids else [])
+        source_tokens.append(tokens + [tokenizer.id_to_token(config.eos_id)] if ids else [])
+        unknown.append(unknown_characters)
     results: list[Translation | None] = [None] * len(texts)
+    for i in (i for i, ids in enumerate(encoded) if not ids):
+        results[i] = empty_translation(texts[i], config, return_attention)
+    order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if progress:
         from tqdm import tqdm
@@ -199,7 +246,8 @@ def translate(
         batches = tqdm(batches, desc="translating", unit="batch")
     for batch in batches:
         sources = [encoded[i] for i in batch]
-        max_lengths = [min(max_target, int(max_length_a * len(ids) + max_length_b)) for ids in sources]
+        max_lengths = [min(max_target, int(max_length_a * len(ids) + max_length_b), max_length or max_target)
+                       for ids in sources]
         state = backend.start(pad_batch(sources, config.pad_id))
         found = beam_search(
             backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty, n_best=n_best
@@ -213,5 +261,42 @@ def translate(
                 token_ids=list(best.token_ids),
                 score=best.score,
                 hypotheses=hypotheses,
+                source_tokens=source_tokens[i],
+                unknown_characters=unknown[i],
             )
+        if return_attention:
+            attentions = attention_of(backend, tokenizer, sources, [found_[0] for found_ in found])
+            for i, attention in zip(batch, attentions):
+                results[i] = dataclasses.replace(results[i], attention=attention)
     return results  # type: ignore[return-value]
+
+
+def empty_translation(text: str, config: TransformerConfig, return_attention: bool) -> Translation:
+    """The translation of a text with no tokens: "" and, on request, attention arrays with no rows."""
+    attention = None
+    if return_attention:
+        encoder = np.zeros((config.n_encoder_layers, config.n_heads, 0, 0), dtype=np.float32)
+        decoder = np.zeros((config.n_decoder_layers, config.n_heads, 0, 0), dtype=np.float32)
+        attention = Attention([], [], encoder, decoder, decoder.copy())
+    return Translation(text, "", [], [], 0.0, [Hypothesis((), 0.0, 0.0, True)], [], 0, attention)
+
+
+def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]],
+                 chosen: list[Hypothesis]) -> list[Attention]:
+    """The attention of each chosen hypothesis, from one teacher-forced pass over the batch."""
+    config = backend.config
+    # The steps that produced the hypothesis: BOS, then every token but the last one produced.
+    outputs = [list(h.token_ids) + ([config.eos_id] if h.finished else []) for h in chosen]
+    decoder_inputs = [[config.bos_id] + output[:-1] for output in outputs]
+    encoder, decoder, cross = backend.attend(pad_batch(sources, config.pad_id), pad_batch(decoder_inputs, config.pad_id))
+    attentions = []
+    for row, (source, output) in enumerate(zip(sources, outputs)):
+        s, t = len(source), len(output)
+        attentions.append(Attention(
+            source_tokens=[tokenizer.id_to_token(i) for i in source],
+            target_tokens=[tokenizer.id_to_token(i) for i in output],
+            encoder=np.ascontiguousarray(encoder[:, row, :, :s, :s], dtype=np.float32),  # [L, H, S, S]
+            decoder=np.ascontiguousarray(decoder[:, row, :, :t, :t], dtype=np.float32),  # [L, H, T, T]
+            cross=np.ascontiguousarray(cross[:, row, :, :t, :s], dtype=np.float32),  # [L, H, T, S]
+        ))
+    return attentions

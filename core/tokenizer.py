@@ -4,12 +4,17 @@ Normalization, applied before BPE and therefore visible in round trips: Unicode 
 (spaces, tabs, newlines) collapses to one space, and leading/trailing whitespace is removed. Otherwise
 ``decode(encode(text)) == text``. ASCII, Latin-1, Latin Extended-A and common typographic punctuation are always in
 the vocabulary; any other character never seen in training becomes ``<unk>`` and is dropped on decoding.
+
+Special tokens are vocabulary entries only, never "added tokens" that the library would match in raw text: a typed
+``</s>`` or ``<pad>`` is ordinary text (``<``, ``/``, ``s``, ``>``), so nobody can end or mask a source by typing.
+This lives in ``tokenizer.json`` itself (no ``added_tokens``; a decoder step that drops the special tokens), so every
+consumer of the file, in any language, behaves the same.
 """
 
 from __future__ import annotations
 
+import json
 import re
-
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,11 +35,27 @@ BASE_ALPHABET = sorted(
 )
 
 
+def special_tokens_as_vocabulary_only(tokenizer: HFTokenizer) -> HFTokenizer:
+    """The same tokenizer with SPECIAL_TOKENS kept in the vocabulary but no longer matched in input text.
+
+    Removes them from ``added_tokens`` (which the library splits out of raw text before normalization) and puts a
+    decoder step in front that turns them into nothing, as ``skip_special_tokens`` did. Idempotent.
+    """
+    spec = json.loads(tokenizer.to_str())
+    spec["added_tokens"] = [entry for entry in spec.get("added_tokens", []) if entry["content"] not in SPECIAL_TOKENS]
+    drop = [{"type": "Replace", "pattern": {"String": token}, "content": ""} for token in SPECIAL_TOKENS]
+    decoder = spec["decoder"]
+    if decoder and decoder.get("type") == "Sequence" and decoder["decoders"][: len(drop)] == drop:
+        return tokenizer
+    spec["decoder"] = {"type": "Sequence", "decoders": drop + ([decoder] if decoder else [])}
+    return HFTokenizer.from_str(json.dumps(spec))
+
+
 class Tokenizer:
     """A thin wrapper that fixes the project's normalization and special tokens around a BPE model."""
 
     def __init__(self, tokenizer: HFTokenizer) -> None:
-        self._tokenizer = tokenizer
+        self._tokenizer = special_tokens_as_vocabulary_only(tokenizer)
         for expected_id, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != expected_id:
                 raise ValueError(f"tokenizer must map {token} to id {expected_id}, got {tokenizer.token_to_id(token)}")
@@ -104,14 +125,33 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def encode_with_unknown(self, text: str) -> tuple[list[int], list[str], int]:
+        """Token ids, token strings and how many characters of text became ``<unk>`` (the model cannot read them)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        unk_id = SPECIAL_TOKENS.index("<unk>")
+        unknown = sum(end - start for token_id, (start, end) in zip(encoding.ids, encoding.offsets) if token_id == unk_id)
+        return encoding.ids, encoding.tokens, unknown
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The longest prefix of text, cut before a word, whose encoding has at most max_tokens tokens.
+
+        Returns text unchanged when it fits. Pre-tokenization splits at spaces, so a prefix ending before a word
+        encodes to exactly the tokens before that word; a single word longer than the limit is cut inside.
+        """
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return text
+        cut = max((i for i in range(1, max_tokens + 1) if encoding.tokens[i].startswith(WORD_BOUNDARY)), default=max_tokens)
+        return text[: encoding.offsets[cut][0]].rstrip()
 
     def tokenize(self, text: str) -> list[str]:
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
 
     def decode(self, ids: Sequence[int]) -> str:
-        text = self._tokenizer.decode(list(ids), skip_special_tokens=True)
+        text = self._tokenizer.decode(list(ids))  # the decoder drops special tokens (see the module docstring)
         return re.sub(" {2,}", " ", text).strip()  # a dropped <unk> word leaves two spaces behind
 
     def id_to_token(self, token_id: int) -> str:

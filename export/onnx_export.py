@@ -241,7 +241,8 @@ def library_versions() -> dict:
     return versions
 
 
-def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8_files: dict) -> dict:
+def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8_files: dict,
+                   languages: dict | None) -> dict:
     config = model.config
     graphs = {"encoder": {"file": ENCODER_FILE, **graph_io(directory / ENCODER_FILE)},
               "decoder": {"file": DECODER_FILE, **graph_io(directory / DECODER_FILE)}}
@@ -253,6 +254,7 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
         "format": BUNDLE_FORMAT,
         "format_version": 1,
         "config": config.to_dict(),
+        "languages": languages,
         "tokenizer": TOKENIZER_FILE,
         "special_tokens": {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id, "unk": config.unk_id},
         "opset": opset,
@@ -267,14 +269,22 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
 
 
 def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, int8: bool = False, opset: int = 18,
-                  force: bool = False, sentences: list[str] | None = None) -> dict:
-    """Export model_dir to out (default model_dir/onnx) and return the manifest. Fails loudly on parity errors."""
+                  force: bool = False, sentences: list[str] | None = None, source_lang: str | None = None,
+                  target_lang: str | None = None) -> dict:
+    """Export model_dir to out (default model_dir/onnx) and return the manifest. Fails loudly on parity errors.
+
+    source_lang/target_lang (e.g. "en", "de") are recorded in the manifest so that servers can pick the bundle by
+    language pair; give both or neither.
+    """
     import onnx
 
     model_dir = Path(model_dir)
     out = Path(out) if out is not None else model_dir / "onnx"
     if opset < 17:
         raise ExportError(f"opset must be at least 17, got {opset}")
+    if (source_lang is None) != (target_lang is None):
+        raise ExportError("give both --source-lang and --target-lang, or neither")
+    languages = {"source": source_lang, "target": target_lang} if source_lang else None
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to overwrite it")
     try:  # load and validate
@@ -290,11 +300,11 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, int8:
         export_graphs(model, staging, opset)
         for name in (ENCODER_FILE, DECODER_FILE):
             onnx.checker.check_model(str(staging / name), full_check=True)
-        shutil.copy(model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        tokenizer.save(staging)  # typed special-token strings stay text in every consumer (see core.tokenizer)
         model.config.save(staging)
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
         int8_files = quantize_int8(staging) if int8 else {}
-        manifest = write_manifest(staging, model, opset, parity, int8_files)
+        manifest = write_manifest(staging, model, opset, parity, int8_files, languages)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from core.config import TransformerConfig
-from core.search import Translation, translate
 from core.tokenizer import Tokenizer
 
 MANIFEST_FILE = "manifest.json"
@@ -91,8 +90,9 @@ class OnnxBackend:
         self.decoder = onnxruntime.InferenceSession(str(decoder_path), options, providers=providers)
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, int8: bool = False, threads: int = 0) -> tuple["OnnxBackend", Tokenizer]:
-        """Verify a bundle's checksums, then load its graphs (float32 or int8) and tokenizer."""
+    def from_bundle(cls, directory: str | Path, int8: bool = False,
+                    threads: int = 0) -> tuple["OnnxBackend", Tokenizer, dict]:
+        """Verify a bundle's checksums, then load its graphs (float32 or int8), tokenizer and manifest."""
         directory = Path(directory)
         manifest = load_manifest(directory)
         graphs = manifest["graphs"]
@@ -104,7 +104,7 @@ class OnnxBackend:
         config = TransformerConfig.from_dict(manifest["config"])
         tokenizer = Tokenizer.load(directory / manifest["tokenizer"])
         tokenizer.check_compatible(config)
-        return cls(directory / encoder_file, directory / decoder_file, config, threads), tokenizer
+        return cls(directory / encoder_file, directory / decoder_file, config, threads), tokenizer, manifest
 
     def encode(self, source_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Run the encoder graph: memory, cross_keys, cross_values, encoder_attentions."""
@@ -125,7 +125,10 @@ class OnnxBackend:
         return dict(zip(names, self.decoder.run(None, inputs)))
 
     def start(self, source_ids: np.ndarray) -> OnnxState:
-        encoded = self.encode(source_ids)
+        return self.initial_state(source_ids, self.encode(source_ids))
+
+    def initial_state(self, source_ids: np.ndarray, encoded: dict[str, np.ndarray]) -> OnnxState:
+        """The state before the first step: the encoder's cross keys/values and an empty self-attention cache."""
         cross_keys = encoded["cross_keys"]
         empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
         return OnnxState(source_ids != self.config.pad_id, empty, empty, cross_keys, encoded["cross_values"])
@@ -140,6 +143,12 @@ class OnnxBackend:
         outputs = self.decode(last_tokens[:, None], state)  # [N] -> [N, 1]
         return log_softmax(outputs["logits"][:, -1].astype(np.float64)), self.advance(state, outputs)
 
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Teacher-forced attention weights: encoder self [L, B, H, S, S], decoder self and cross [L, B, H, T, *]."""
+        encoded = self.encode(source_ids)
+        outputs = self.decode(decoder_input_ids, self.initial_state(source_ids, encoded))
+        return encoded["encoder_attentions"], outputs["self_attentions"], outputs["cross_attentions"]
+
     def reorder(self, state: OnnxState, index: np.ndarray) -> OnnxState:
         return OnnxState(
             state.source_mask[index],
@@ -148,15 +157,3 @@ class OnnxBackend:
             state.cross_keys[:, index],
             state.cross_values[:, index],
         )
-
-
-class OnnxTranslator:
-    """Translate with a bundle: ``OnnxTranslator("models/en-de/onnx").translate(["A dog runs."])``."""
-
-    def __init__(self, directory: str | Path, int8: bool = False, threads: int = 0) -> None:
-        self.backend, self.tokenizer = OnnxBackend.from_bundle(directory, int8=int8, threads=threads)
-        self.config = self.backend.config
-
-    def translate(self, texts: Sequence[str], **options) -> list[Translation]:
-        """Options are those of :func:`core.search.translate` (beam_size=1 is greedy)."""
-        return translate(self.backend, self.tokenizer, texts, **options)

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_config
-from core.decoding import Translator
+from core.decoding import Translator as TorchTranslator
 from core.model import KVCache, Transformer
 from export import ExportError, ParityError, export_bundle
 from export.__main__ import main as export_main
 from export.onnx_export import verify_parity
-from serve.bundle import BundleError, OnnxBackend, OnnxState, OnnxTranslator
+from serve import Translator
+from serve.bundle import BundleError, OnnxBackend, OnnxState
 
 SENTENCES = ["A man rides a bike.", "Zwei Hunde spielen im Schnee.", "Kinder!"]
 
@@ -61,8 +62,8 @@ def test_parity_figures_are_recorded(bundle):
 
 
 def test_onnx_translations_equal_pytorch(bundle, model_dir):
-    onnx_results = OnnxTranslator(bundle[0]).translate(SENTENCES, beam_size=3, max_length_b=5)
-    torch_results = Translator.from_pretrained(model_dir).translate(SENTENCES, beam_size=3, max_length_b=5)
+    onnx_results = Translator(bundle[0]).translate(SENTENCES, beam_size=3, max_length=8)
+    torch_results = TorchTranslator.from_pretrained(model_dir).translate(SENTENCES, beam_size=3, max_length=8)
     for ours, theirs in zip(onnx_results, torch_results):
         assert ours.token_ids == theirs.token_ids
         assert ours.score == pytest.approx(theirs.score, abs=1e-4)
@@ -71,7 +72,7 @@ def test_onnx_translations_equal_pytorch(bundle, model_dir):
 @pytest.mark.parametrize("batch,source_length,steps", [(1, 1, 12), (3, 9, 4), (5, 30, 2)])
 def test_graphs_accept_any_batch_source_and_cache_length(bundle, model_dir, batch, source_length, steps):
     model = Transformer.from_pretrained(model_dir)
-    runtime, _ = OnnxBackend.from_bundle(bundle[0])
+    runtime, _, _ = OnnxBackend.from_bundle(bundle[0])
     rng = np.random.default_rng(batch)
     source_ids = rng.integers(4, model.config.vocab_size, (batch, source_length))
     source_ids[0, source_length // 2 + 1 :] = model.config.pad_id
@@ -102,7 +103,7 @@ def test_no_weight_is_stored_twice_within_a_graph(bundle):
 
 def test_int8_bundle_runs_and_is_smaller(bundle):
     directory, manifest = bundle
-    results = OnnxTranslator(directory, int8=True).translate(SENTENCES, beam_size=2, max_length_b=5)
+    results = Translator(directory, int8=True).translate(SENTENCES, beam_size=2, max_length=8)
     assert len(results) == len(SENTENCES)
     assert manifest["files"]["decoder.int8.onnx"]["bytes"] < manifest["files"]["decoder.onnx"]["bytes"]
 
@@ -116,12 +117,12 @@ def test_checksum_mismatch_names_the_file(bundle, tmp_path):
     data[-10] ^= 0xFF
     (copy / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="decoder.onnx does not match its sha256"):
-        OnnxTranslator(copy)
+        Translator(copy)
     (copy / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is listed in the manifest but missing"):
-        OnnxTranslator(copy, int8=True)
+        Translator(copy, int8=True)
     with pytest.raises(BundleError, match="not an exported bundle"):
-        OnnxTranslator(tmp_path)
+        Translator(tmp_path)
 
 
 def test_parity_failure_fails_loudly(bundle, model_dir, tokenizer):
@@ -166,8 +167,8 @@ SHIPPED = sorted(p.parent.parent for p in (ROOT / "models").glob("*/onnx/manifes
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_bundles_verify_and_match_pytorch(model_dir):
     sentences = ["Ein Mann fährt Fahrrad.", "Two dogs play in the snow.", "Eine Frau liest ein Buch im Park."]
-    onnx_results = OnnxTranslator(model_dir / "onnx").translate(sentences, beam_size=4)
-    torch_results = Translator.from_pretrained(model_dir).translate(sentences, beam_size=4)
+    onnx_results = Translator(model_dir / "onnx").translate(sentences, beam_size=4)
+    torch_results = TorchTranslator.from_pretrained(model_dir).translate(sentences, beam_size=4)
     assert [r.token_ids for r in onnx_results] == [r.token_ids for r in torch_results]
-    int8_results = OnnxTranslator(model_dir / "onnx", int8=True).translate(sentences, beam_size=4)
+    int8_results = Translator(model_dir / "onnx", int8=True).translate(sentences, beam_size=4)
     assert all(r.text for r in int8_results)

@@ -105,6 +105,10 @@ class IdTokenizer:
     def encode(self, text):
         return [int(token) for token in text.split()]
 
+    def encode_with_unknown(self, text):
+        ids = self.encode(text)
+        return ids, [str(i) for i in ids], 0
+
     def decode(self, ids):
         return " ".join(map(str, ids))
 
