@@ -85,6 +85,9 @@ class OnnxBackend:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle threads sleep instead of spinning: on a small CPU a spinning pool takes the cores that the search
+        # loop, the HTTP server and other sessions need (measured here: ~5% less offline speed for ~40% less CPU).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self.encoder = onnxruntime.InferenceSession(str(encoder_path), options, providers=providers)
         self.decoder = onnxruntime.InferenceSession(str(decoder_path), options, providers=providers)

@@ -172,3 +172,11 @@ def test_shipped_bundles_verify_and_match_pytorch(model_dir):
     assert [r.token_ids for r in onnx_results] == [r.token_ids for r in torch_results]
     int8_results = Translator(model_dir / "onnx", int8=True).translate(sentences, beam_size=4)
     assert all(r.text for r in int8_results)
+
+
+def test_language_pair_is_recorded(model_dir, tmp_path):
+    manifest = export_bundle(model_dir, tmp_path / "pair", sentences=SENTENCES[:1], source_lang="en", target_lang="de")
+    assert manifest["languages"] == {"source": "en", "target": "de"}
+    assert Translator(tmp_path / "pair").source_lang == "en"
+    with pytest.raises(ExportError, match="both"):
+        export_bundle(model_dir, tmp_path / "half", source_lang="en")

@@ -49,3 +49,26 @@ def test_save_and_load(tokenizer, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a valid tokenizer"):
         Tokenizer.load(tmp_path / "bad.json")
+
+
+def test_typed_special_tokens_are_ordinary_text(tokenizer, tmp_path):
+    ids = tokenizer.encode("A man </s> rides <pad> <s> <unk>")
+    assert not set(ids) & {0, 1, 2}
+    assert tokenizer.decode([3, 0, 1, 2] + tokenizer.encode("A man")) == "A man"  # specials vanish on decoding
+    path = tokenizer.save(tmp_path)
+    assert '"added_tokens": []' in path.read_text(encoding="utf-8").replace("\n", "").replace("  ", "")
+
+
+def test_old_files_that_match_special_tokens_in_text_are_converted_on_load(tokenizer, tmp_path):
+    import json
+
+    spec = json.loads(tokenizer._tokenizer.to_str())
+    spec["added_tokens"] = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True} for i, t in enumerate(SPECIAL_TOKENS)]
+    spec["decoder"] = spec["decoder"]["decoders"][-1]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    from tokenizers import Tokenizer as HFTokenizer
+
+    assert 2 in HFTokenizer.from_file(str(tmp_path / "tokenizer.json")).encode("a </s>").ids  # the old behaviour
+    loaded = Tokenizer.load(tmp_path)
+    assert 2 not in loaded.encode("a </s>") and loaded.decode([2, 3]) == ""

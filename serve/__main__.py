@@ -1,0 +1,96 @@
+"""Translate files and pipes, or serve bundles over HTTP; no torch needed.
+
+    python -m serve translate --model models/en-de/onnx [--beam 5] [--int8] [--input F] [--output F]
+    python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.data import DataError, decode_lines, read_lines
+
+from .bundle import BundleError
+
+
+def translate_command(args: argparse.Namespace) -> None:
+    """One line in, one line out, in order; empty lines stay empty; batches are length-sorted by the search."""
+    from .translator import Translator
+
+    try:
+        lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
+        translator = Translator(args.model, int8=args.int8, threads=args.threads)
+    except (BundleError, DataError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    name = args.input or "<stdin>"
+    for number, line in enumerate(lines, start=1):
+        tokens = len(translator.tokenizer.encode(line))
+        if tokens > translator.max_source_tokens:
+            sys.exit(f"error: {name}:{number}: {tokens} tokens, more than the model's {translator.max_source_tokens}")
+    translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
+                                        batch_size=args.batch_size, progress=sys.stderr.isatty())
+    output = "".join(t.text + "\n" for t in translations)
+    if args.output:
+        Path(args.output).write_text(output, encoding="utf-8")
+    else:
+        sys.stdout.write(output)
+    unknown = sum(1 for t in translations if t.unknown_characters)
+    if unknown:
+        print(f"warning: {unknown} of {len(lines)} lines have characters the model does not know", file=sys.stderr)
+
+
+def http_command(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .api import BatchSettings, Limits, create_app, load_bundles
+    from .bundle import load_manifest
+
+    try:
+        for directory in args.model:
+            load_manifest(directory)  # a missing folder is one line here, not a stack trace from the server
+    except BundleError as error:
+        sys.exit(f"error: {error}")
+    batching = BatchSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                             max_queue=args.max_queue)
+    app = create_app(load_bundles(args.model, int8=args.int8, threads=args.threads), Limits(), batching)
+    # The event loop and the search thread share the GIL; a shorter switch interval than the default 5 ms keeps
+    # the search from waiting on HTTP work (measured: about +10% sentences/s under 64 clients on 2 cores).
+    sys.setswitchinterval(0.001)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    translate = commands.add_parser("translate", help="translate lines from a file or standard input")
+    translate.add_argument("--model", required=True, help="exported bundle folder (e.g. models/en-de/onnx)")
+    translate.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
+    translate.add_argument("--length-penalty", type=float, default=1.0)
+    translate.add_argument("--int8", action="store_true", help="use the bundle's int8 graphs")
+    translate.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
+    translate.add_argument("--batch-size", type=int, default=64, help="sentences per search batch")
+    translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
+    translate.add_argument("--output", help="file to write (default: standard output)")
+    translate.set_defaults(run=translate_command)
+
+    http = commands.add_parser("http", help="serve the Hugging Face translation task over HTTP")
+    http.add_argument("--model", required=True, action="append", help="bundle folder; repeat for more models")
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    http.add_argument("--port", type=int, default=8000)
+    http.add_argument("--int8", action="store_true", help="use the bundles' int8 graphs")
+    http.add_argument("--threads", type=int, help="onnxruntime threads per model (default: one per core)")
+    http.add_argument("--max-batch-size", type=int, default=32, help="sentences per search batch")
+    http.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for company")
+    http.add_argument("--max-queue", type=int, default=1024, help="queued sentences per model before 503")
+    http.add_argument("--log-level", default="info")
+    http.set_defaults(run=http_command)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

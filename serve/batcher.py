@@ -1,0 +1,130 @@
+"""Dynamic batching: concurrent requests for one model become one search batch.
+
+A :class:`Batcher` owns one worker thread that runs the translator, so inference never blocks the event loop
+and one onnxruntime session is never run by two threads at once. Requests queue their sentences; the worker takes
+up to ``max_batch_size`` queued sentences that share the same search options (waiting at most ``max_wait``
+seconds for more to arrive when fewer are queued), translates them in one call and hands each request its
+results. The queue is bounded in sentences: a request that would overflow it is refused with :class:`QueueFull`
+before anything is queued. Knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from core.search import Translation
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The keyword options of :meth:`serve.Translator.translate` that one batch must share."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_length: int | None = None
+    n_best: int = 1
+    return_attention: bool = False
+
+
+class QueueFull(RuntimeError):
+    """The batcher already holds as many queued sentences as it may."""
+
+
+@dataclass
+class _Pending:
+    text: str
+    options: SearchOptions
+    future: asyncio.Future
+
+
+TranslateFunction = Callable[..., list[Translation]]  # translator.translate(texts, **options)
+
+
+class Batcher:
+    """Gather concurrent ``submit`` calls into batched calls of ``translate`` (one at a time, off the event loop)."""
+
+    def __init__(self, translate: TranslateFunction, *, max_batch_size: int = 32, max_wait: float = 0.002,
+                 max_queue: int = 1024) -> None:
+        if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0:
+            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size and max_wait >= 0")
+        self._translate = translate
+        self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait, max_queue
+        self._pending: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
+        self._worker: asyncio.Task | None = None
+        self.batches = 0  # search batches run so far
+        self.sentences = 0  # sentences translated so far
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for pending in self._pending:
+            pending.future.cancel()
+        self._pending.clear()
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: Sequence[str], options: SearchOptions) -> list[Translation]:
+        """Queue texts and wait for their translations, in order. Raises QueueFull when there is no room."""
+        if len(self._pending) + len(texts) > self.max_queue:
+            raise QueueFull(f"{len(self._pending)} sentences are queued; the limit is {self.max_queue}")
+        loop = asyncio.get_running_loop()
+        items = [_Pending(text, options, loop.create_future()) for text in texts]
+        self._pending.extend(items)
+        self._arrived.set()
+        return list(await asyncio.gather(*(item.future for item in items)))
+
+    def _take_batch(self) -> list[_Pending]:
+        """Up to max_batch_size queued items sharing the oldest item's options; others keep their place."""
+        options = self._pending[0].options
+        batch, rest = [], deque()
+        while self._pending:
+            item = self._pending.popleft()
+            if item.future.done():  # its request went away (client disconnected)
+                continue
+            if item.options == options and len(batch) < self.max_batch_size:
+                batch.append(item)
+            else:
+                rest.append(item)
+        self._pending = rest
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            if len(self._pending) < self.max_batch_size and self.max_wait:
+                await asyncio.sleep(self.max_wait)  # let concurrent requests join this batch
+            batch = self._take_batch()
+            if not batch:
+                continue
+            options = batch[0].options
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, lambda: self._translate([item.text for item in batch], **vars(options)))
+            except Exception as error:  # noqa: BLE001 - handed to every waiting request
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                continue
+            self.batches += 1
+            self.sentences += len(batch)
+            for item, result in zip(batch, results):
+                if not item.future.done():
+                    item.future.set_result(result)

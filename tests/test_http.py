@@ -1,0 +1,222 @@
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import ROOT
+from serve import Translator
+from serve.api import BatchSettings, Limits, create_app
+
+BUNDLES = [ROOT / "models" / "en-de" / "onnx", ROOT / "models" / "de-en" / "onnx"]
+EN_DE = {"src_lang": "en", "tgt_lang": "de"}
+
+
+@pytest.fixture(scope="module")
+def translators():
+    return [Translator(bundle) for bundle in BUNDLES]
+
+
+@pytest.fixture(scope="module")
+def client(translators):
+    with TestClient(create_app(lambda: translators)) as client:
+        yield client
+
+
+def test_translates_the_hugging_face_task(client, translators):
+    response = client.post("/translate", json={"inputs": ["A dog runs.", "", "Two men play chess."], "parameters": EN_DE})
+    assert response.status_code == 200
+    expected = [t.text for t in translators[0].translate(["A dog runs.", "", "Two men play chess."])]
+    assert [item["translation_text"] for item in response.json()] == expected and expected[1] == ""
+    response = client.post("/translate", json={"inputs": "Ein Hund rennt.", "parameters": {"src_lang": "de",
+                                                                                        "tgt_lang": "en"}})
+    assert response.json() == [{"translation_text": translators[1].translate(["Ein Hund rennt."])[0].text,
+                                "unknown_characters": 0}]
+
+
+def test_extras_scores_n_best_attention(client, translators):
+    parameters = {**EN_DE, "return_scores": True, "n_best": 3, "return_attention": True,
+                  "generate_parameters": {"num_beams": 4, "length_penalty": 0.8, "max_new_tokens": 30}}
+    (item,) = client.post("/translate", json={"inputs": "Two men play chess.", "parameters": parameters}).json()
+    (reference,) = translators[0].translate(["Two men play chess."], beam_size=4, length_penalty=0.8, max_length=30,
+                                            n_best=3, return_attention=True)
+    assert item["score"] == pytest.approx(reference.score)
+    assert [h["translation_text"] for h in item["n_best"]][0] == item["translation_text"] == reference.text
+    assert len(item["n_best"]) == 3
+    attention = item["attention"]
+    assert attention["target_tokens"] == reference.attention.target_tokens
+    layers, heads, t, s = reference.attention.cross.shape
+    assert (len(attention["cross"]), len(attention["cross"][0]), len(attention["cross"][0][0]),
+            len(attention["cross"][0][0][0])) == (layers, heads, t, s)
+    assert attention["cross"][1][2][0] == pytest.approx(reference.attention.cross[1, 2, 0].tolist())
+
+
+def test_unknown_characters_and_truncation_are_reported(client):
+    (item,) = client.post("/translate", json={"inputs": "🙂🙂🙂", "parameters": EN_DE}).json()
+    assert item["unknown_characters"] == 3
+    long_text = "A dog runs. " * 100
+    response = client.post("/translate", json={"inputs": long_text, "parameters": {
+        **EN_DE, "truncation": "longest_first", "generate_parameters": {"max_new_tokens": 8, "num_beams": 1}}})
+    assert response.status_code == 200 and response.json()[0]["truncated"] is True
+
+
+BAD_REQUESTS = [
+    (b"{not json", 400, "body"),
+    (b"\xff\xfe", 400, "body"),
+    (b"", 422, "body"),
+    (b"[]", 422, "body"),
+    (b"null", 422, "body"),
+    (b'{"inputs": 3}', 422, "inputs"),
+    (b'{"inputs": null}', 422, "inputs"),
+    (b'{"inputs": []}', 422, "inputs"),
+    (b'{"inputs": ["fine", 7]}', 422, "inputs[1]"),
+    (b'{"inputs": "x", "extra": 1}', 422, "extra"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en"}}', 422, "parameters.tgt_lang"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "fr"}}', 422, "parameters.src_lang"),
+    (b'{"inputs": "x"}', 422, "parameters.src_lang"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "bogus": true}}', 422, "parameters.bogus"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": 0}}}',
+     422, "parameters.generate_parameters.num_beams"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": 99}}}',
+     422, "parameters.generate_parameters.num_beams"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": "5"}}}',
+     422, "parameters.generate_parameters.num_beams"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": 2.5}}}',
+     422, "parameters.generate_parameters.num_beams"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"max_new_tokens": 0}}}',
+     422, "parameters.generate_parameters.max_new_tokens"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"max_new_tokens": 9999}}}',
+     422, "parameters.generate_parameters.max_new_tokens"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"length_penalty": NaN}}}',
+     422, "parameters.generate_parameters.length_penalty"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "generate_parameters": {"top_k": 5}}}',
+     422, "parameters.generate_parameters.top_k"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "n_best": 6}}', 422, "parameters.n_best"),
+    (b'{"inputs": "x", "parameters": {"src_lang": "en", "tgt_lang": "de", "truncation": "only_second"}}', 422,
+     "parameters.truncation"),
+    (b'{"inputs": "x\\u0007y", "parameters": {"src_lang": "en", "tgt_lang": "de"}}', 422, "inputs"),
+    (b'{"inputs": ["ok", "x\\ud800"], "parameters": {"src_lang": "en", "tgt_lang": "de"}}', 422, "inputs[1]"),
+    (b'{"inputs": ["a", "b", "c", "d", "e"], "parameters": {"src_lang": "en", "tgt_lang": "de", '
+     b'"return_attention": true}}', 422, "parameters.return_attention"),
+]
+
+
+@pytest.mark.parametrize("body,status,field", BAD_REQUESTS, ids=[b[0][:40].decode("latin-1") for b in BAD_REQUESTS])
+def test_bad_input_is_a_clear_json_error(client, body, status, field):
+    response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["field"] == field and error["error"].startswith(field) and error["error_type"]
+    after = client.post("/translate", json={"inputs": "A dog runs.", "parameters": EN_DE})  # still alive and right
+    assert after.status_code == 200 and after.json()[0]["translation_text"] == "Ein Hund rennt."
+
+
+def test_limits_on_count_length_tokens_and_body(client):
+    def post(inputs):
+        return client.post("/translate", json={"inputs": inputs, "parameters": EN_DE})
+
+    limits = Limits()
+    assert post(["a"] * (limits.max_inputs + 1)).json()["field"] == "inputs"
+    assert post("a" * (limits.max_input_chars + 1)).json()["field"] == "inputs"
+    response = post("dog " * 300)
+    assert response.status_code == 422 and "tokens" in response.json()["error"]
+    response = client.post("/translate", content=b'{"inputs": "' + b"a" * limits.max_body_bytes + b'"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["field"] == "body"
+
+
+def test_health_models_and_docs(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ready" and health["models"] == ["en-de", "de-en"] and health["rss_bytes"] > 0
+    models = client.get("/models").json()
+    assert [(m["source_lang"], m["target_lang"]) for m in models] == [("en", "de"), ("de", "en")]
+    assert models[0]["limits"]["max_beams"] == Limits().max_beams and "onnxruntime" in models[0]["versions"]
+    assert "/translate" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_full_queue_answers_503_with_retry_after(translators):
+    app = create_app(lambda: translators[:1], batching=BatchSettings(max_batch_size=2, max_queue=2))
+    with TestClient(app) as client:
+        response = client.post("/translate", json={"inputs": ["a", "b", "c"]})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert client.post("/translate", json={"inputs": ["a", "b"]}).status_code == 200
+
+
+def test_concurrent_requests_share_search_batches(translators):
+    texts = ["A dog runs.", "Two men play chess.", "A woman reads a book.", "Children play soccer.",
+             "A man rides a bike.", "Two dogs play in the snow."]
+    app = create_app(lambda: translators[:1], batching=BatchSettings(max_batch_size=8, max_wait_ms=50))
+    with TestClient(app) as client:
+        with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
+            responses = list(pool.map(lambda t: client.post("/translate", json={"inputs": t}), texts))
+        batcher = app.state.models[0].batcher
+        assert batcher.sentences == len(texts) and batcher.batches < len(texts)
+    alone = [translators[0].translate([t])[0].text for t in texts]
+    assert [r.json()[0]["translation_text"] for r in responses] == alone
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The real server in a subprocess on a free loopback port, stopped by its PID."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serve", "http", "--model", str(BUNDLES[0]), "--model", str(BUNDLES[1]),
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {process.stdout.read()}")
+            time.sleep(0.5)
+        else:
+            pytest.fail("server did not become ready in 60 s")
+        yield url
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_real_server_with_the_hugging_face_client(server, translators):
+    from huggingface_hub import InferenceClient
+
+    hf = InferenceClient(model=f"{server}/translate")
+    output = hf.translation("Two men are playing chess in a park.", src_lang="en", tgt_lang="de")
+    assert output.translation_text == translators[0].translate(["Two men are playing chess in a park."])[0].text
+    output = hf.translation("Ein Hund rennt.", src_lang="de", tgt_lang="en", generate_parameters={"num_beams": 1})
+    assert output.translation_text == translators[1].translate(["Ein Hund rennt."], beam_size=1)[0].text
+    with pytest.raises(Exception, match="422"):
+        hf.translation("x", src_lang="en", tgt_lang="fr")
+    assert httpx.get(f"{server}/health").json()["status"] == "ready"
+
+
+def test_real_server_survives_a_fuzzer(server, tmp_path):
+    """schemathesis generates requests from the server's own OpenAPI schema; no answer may be a 5xx."""
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "40", "--seed", "1", "--request-timeout", "30", "--no-color"],
+        capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert httpx.post(f"{server}/translate", json={"inputs": "A dog runs.", "parameters": EN_DE}).status_code == 200

@@ -1,0 +1,216 @@
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from core.decoding import Translator as TorchTranslator
+from serve import BundleError, Translator
+from serve.batcher import Batcher, QueueFull, SearchOptions
+
+EN_DE = ROOT / "models" / "en-de"
+# The first one is translated differently by greedy and beam 5 (checked below); batched together they also pad.
+SENTENCES = [
+    "A group of people stand in front of an igloo while a woman in a red jacket takes a picture of them.",
+    "Two men are playing chess in a park.",
+]
+
+
+@pytest.fixture(scope="module")
+def translator():
+    return Translator(EN_DE / "onnx")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return TorchTranslator.from_pretrained(EN_DE)
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_output_equals_the_torch_reference(translator, reference, beam_size):
+    texts = SENTENCES + ["Ein Hund rennt durch den Schnee.", "A little girl is climbing into a wooden playhouse."]
+    ours, theirs = translator.translate(texts, beam_size=beam_size), reference.translate(texts, beam_size=beam_size)
+    assert [t.token_ids for t in ours] == [t.token_ids for t in theirs]
+    assert [t.score for t in ours] == pytest.approx([t.score for t in theirs], abs=1e-4)
+
+
+@torch.inference_mode()
+def stepwise_attention(model, source_ids: list[int], decoder_inputs: list[int]):
+    """What the torch model computes when it decodes these tokens one step at a time with its cache."""
+    encoded = model.encode(torch.tensor([source_ids]), output_attentions=True)
+    cache = model.start_cache(encoded.memory)
+    self_rows, cross_rows = [], []
+    for position, token in enumerate(decoder_inputs):
+        step = model.decode(torch.tensor([[token]]), encoded.source_mask, cache, output_attentions=True)
+        cache = step.cache
+        row = step.self_attentions[:, 0, :, 0].numpy()  # [L, H, position + 1]
+        padded = np.zeros(row.shape[:2] + (len(decoder_inputs),), dtype=np.float32)
+        padded[..., : position + 1] = row
+        self_rows.append(padded)
+        cross_rows.append(step.cross_attentions[:, 0, :, 0].numpy())  # [L, H, S]
+    return encoded.attentions[:, 0].numpy(), np.stack(self_rows, axis=2), np.stack(cross_rows, axis=2)
+
+
+def test_greedy_and_beam_choose_differently_here(translator):
+    greedy, beam = translator.translate(SENTENCES[:1], beam_size=1), translator.translate(SENTENCES[:1], beam_size=5)
+    assert greedy[0].token_ids != beam[0].token_ids
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_attention_is_that_of_the_chosen_steps(translator, reference, beam_size):
+    config = translator.config
+    results = translator.translate(SENTENCES, beam_size=beam_size, return_attention=True)
+    for result in results:
+        attention = result.attention
+        source_ids = translator.tokenizer.encode(result.source) + [config.eos_id]
+        outputs = result.token_ids + [config.eos_id]  # every hypothesis here finished
+        assert attention.target_tokens == result.tokens + ["</s>"]
+        assert attention.source_tokens == result.source_tokens
+        assert attention.decoder_input_tokens == ["<s>"] + result.tokens
+        encoder, decoder, cross = stepwise_attention(reference.model, source_ids, [config.bos_id] + outputs[:-1])
+        layers, heads, s, t = config.n_decoder_layers, config.n_heads, len(source_ids), len(outputs)
+        assert attention.encoder.shape == (config.n_encoder_layers, heads, s, s)
+        assert attention.decoder.shape == (layers, heads, t, t) and attention.cross.shape == (layers, heads, t, s)
+        assert all(a.dtype == np.float32 for a in (attention.encoder, attention.decoder, attention.cross))
+        np.testing.assert_allclose(attention.encoder, encoder, atol=1e-5)
+        np.testing.assert_allclose(attention.decoder, decoder, atol=1e-5)
+        np.testing.assert_allclose(attention.cross, cross, atol=1e-5)
+
+
+def test_translating_without_attention_returns_none(translator):
+    assert translator.translate(["A dog runs."])[0].attention is None
+
+
+def test_unknown_characters_are_counted(translator):
+    emoji, plain, mixed = translator.translate(["🙂🙂🙂", "A dog runs.", "A dog 日本 runs 🙂."], beam_size=1)
+    assert (emoji.unknown_characters, plain.unknown_characters, mixed.unknown_characters) == (3, 0, 3)
+
+
+def test_empty_text_translates_to_empty(translator):
+    empty, spaces, real = translator.translate(["", "  \t ", "A dog runs."], return_attention=True)
+    assert empty.text == spaces.text == "" and empty.tokens == [] and real.text
+    assert empty.attention.cross.shape == (4, 4, 0, 0)
+
+
+def test_typed_special_tokens_are_text(translator):
+    ids = translator.tokenizer.encode("A man </s> rides <pad> a <s> bike <unk>")
+    assert not set(ids) & {0, 1, 2}
+    result = translator.translate(["A man </s> rides a bike."], beam_size=1)[0]
+    assert result.source_tokens[-1] == "</s>" and result.source_tokens.count("</s>") == 1
+    spec = json.loads((EN_DE / "onnx" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert not [t for t in spec["added_tokens"] if t["content"] in ("<pad>", "<s>", "</s>", "<unk>")]
+
+
+def test_max_length_caps_the_output(translator):
+    result = translator.translate(SENTENCES[:1], beam_size=2, max_length=3)[0]
+    assert len(result.token_ids) <= 3 and not result.hypotheses[0].finished
+
+
+def test_over_long_source_is_an_error_and_truncate_fits_it(translator):
+    text = "word " * 2000
+    with pytest.raises(ValueError, match="max_positions"):
+        translator.translate([text])
+    cut = translator.tokenizer.truncate(text, 50)
+    assert len(translator.tokenizer.encode(cut)) <= 50 and text.startswith(cut)
+
+
+def run_cli(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "serve", *args], input=stdin, capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_cli_keeps_order_and_empty_lines(translator, tmp_path):
+    lines = ["Two men are playing chess in a park.", "", "A dog runs.", "A little girl is climbing into a wooden playhouse."]
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--beam", "5", stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    expected = [t.text for t in translator.translate(lines, beam_size=5)]
+    assert done.stdout.split("\n")[:-1] == expected and expected[1] == ""
+    source, target = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--beam", "1", "--int8", "--input", str(source),
+                   "--output", str(target))
+    assert done.returncode == 0, done.stderr
+    assert len(target.read_text(encoding="utf-8").split("\n")) == len(lines) + 1
+
+
+def test_cli_bad_bundle_is_a_one_line_error(tmp_path):
+    done = run_cli("translate", "--model", str(tmp_path / "missing"), stdin="A dog.\n")
+    assert done.returncode != 0 and done.stderr.strip().count("\n") == 0 and "manifest.json" in done.stderr
+    shutil.copytree(EN_DE / "onnx", tmp_path / "bundle")
+    with open(tmp_path / "bundle" / "decoder.onnx", "r+b") as graph:
+        graph.seek(1000)
+        graph.write(b"\0" * 16)
+    done = run_cli("translate", "--model", str(tmp_path / "bundle"), stdin="A dog.\n")
+    assert done.returncode != 0 and "decoder.onnx does not match its sha256" in done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(BundleError):
+        Translator(tmp_path / "bundle")
+
+
+class CountingTranslate:
+    """A translate function that records its batches; each text's result is derived from the text alone."""
+
+    def __init__(self, delay: float = 0.0):
+        self.batches, self.delay = [], delay
+
+    def __call__(self, texts, **options):
+        import time
+
+        time.sleep(self.delay)
+        self.batches.append((list(texts), options))
+        return [f"{text}|{options['beam_size']}" for text in texts]
+
+
+def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
+    translate = CountingTranslate(delay=0.01)
+
+    async def scenario():
+        batcher = Batcher(translate, max_batch_size=8, max_wait=0.01, max_queue=64)
+        batcher.start()
+        requests = [batcher.submit([f"t{i}a", f"t{i}b"], SearchOptions(beam_size=1 + i % 2)) for i in range(10)]
+        results = await asyncio.gather(*requests)
+        await batcher.stop()
+        return results, batcher.batches
+
+    results, batches = asyncio.run(scenario())
+    assert results == [[f"t{i}a|{1 + i % 2}", f"t{i}b|{1 + i % 2}"] for i in range(10)]
+    assert batches == len(translate.batches) < 10
+    for texts, options in translate.batches:  # a batch never mixes search options nor exceeds its size
+        assert len(texts) <= 8 and all(text.endswith("a") or text.endswith("b") for text in texts)
+        assert {int(t[1:-1]) % 2 for t in texts} == {options["beam_size"] - 1}
+
+
+def test_batcher_refuses_when_the_queue_is_full():
+    async def scenario():
+        batcher = Batcher(CountingTranslate(delay=0.2), max_batch_size=2, max_wait=0, max_queue=4)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a", "b", "c", "d"], SearchOptions()))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(["e"], SearchOptions())
+        result = await first
+        await batcher.stop()
+        return result
+
+    assert asyncio.run(scenario()) == ["a|5", "b|5", "c|5", "d|5"]
+
+
+def test_batched_translation_equals_unbatched(translator):
+    texts = SENTENCES + ["A dog runs.", "Ein Mann fährt Fahrrad."]
+
+    async def scenario():
+        batcher = Batcher(translator.translate, max_batch_size=8, max_wait=0.05)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit([text], SearchOptions()) for text in texts))
+        await batcher.stop()
+        return [r[0] for r in results], batcher.batches
+
+    batched, batches = asyncio.run(scenario())
+    assert batches < len(texts)
+    assert [r.token_ids for r in batched] == [translator.translate([t])[0].token_ids for t in texts]
+
