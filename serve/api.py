@@ -267,7 +267,7 @@ def field_of(location: Sequence) -> str:
     for part in location[1:] if location and location[0] == "body" else location:
         if isinstance(part, int):
             field += f"[{part}]"
-        elif part in ("str", "list[str]", "int", "float", "bool", "none", "literal['do_not_truncate','longest_first','only_first']"):
+        elif part in ("str", "list[str]", "int", "float"):
             continue  # pydantic names the union member it tried; the client never wrote it
         else:
             field += f".{part}" if field else str(part)
@@ -327,7 +327,7 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     async def lifespan(app: FastAPI):
         translators = await asyncio.to_thread(load_translators)
         pairs = [(t.source_lang, t.target_lang) for t in translators]
-        if len(translators) > 1 and (None in (pair for p in pairs for pair in p) or len(set(pairs)) < len(pairs)):
+        if len(translators) > 1 and (any(None in pair for pair in pairs) or len(set(pairs)) < len(pairs)):
             raise RuntimeError(f"with several models every bundle needs its own language pair, got {pairs} "
                                "(re-export with --source-lang/--target-lang)")
         for translator in translators:
