@@ -8,7 +8,6 @@ reordering, growing a batch into beams and dropping finished sentences are all t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -252,7 +251,9 @@ def translate(
         found = beam_search(
             backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty, n_best=n_best
         )
-        for i, hypotheses in zip(batch, found):
+        chosen = [hypotheses[0] for hypotheses in found]
+        attentions = attention_of(backend, tokenizer, sources, chosen) if return_attention else [None] * len(batch)
+        for i, hypotheses, attention in zip(batch, found, attentions):
             best = hypotheses[0]
             results[i] = Translation(
                 source=texts[i],
@@ -263,11 +264,8 @@ def translate(
                 hypotheses=hypotheses,
                 source_tokens=source_tokens[i],
                 unknown_characters=unknown[i],
+                attention=attention,
             )
-        if return_attention:
-            attentions = attention_of(backend, tokenizer, sources, [found_[0] for found_ in found])
-            for i, attention in zip(batch, attentions):
-                results[i] = dataclasses.replace(results[i], attention=attention)
     return results  # type: ignore[return-value]
 
 
