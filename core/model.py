@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .attention import MultiHeadAttention, causal_mask
 from .config import TransformerConfig
+from .positional import sinusoidal_table
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -26,17 +27,9 @@ WEIGHTS_FILE = "model.safetensors"
 def sinusoidal_encoding(length: int, d_model: int) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
 
-    Returns a float32 tensor [length, d_model].
+    Returns a float32 tensor [length, d_model] (the table of :func:`core.positional.sinusoidal_table`).
     """
-    if d_model % 2:
-        raise ValueError(f"d_model must be even, got {d_model}")
-    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # [length, 1]
-    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # [d_model / 2]
-    angle = position / torch.pow(10000.0, two_i / d_model)  # [length, d_model / 2]
-    encoding = torch.empty(length, d_model, dtype=torch.float64)
-    encoding[:, 0::2] = torch.sin(angle)
-    encoding[:, 1::2] = torch.cos(angle)
-    return encoding.float()
+    return torch.from_numpy(sinusoidal_table(length, d_model))
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+import socket
 import sys
 from pathlib import Path
 
@@ -46,3 +47,10 @@ def require_multi30k():
     if not MULTI30K.is_dir():
         pytest.skip(f"Multi30K data not found at {MULTI30K} (../shared is absent)")
     return MULTI30K
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

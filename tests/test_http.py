@@ -1,7 +1,6 @@
 import concurrent.futures
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from serve import Translator
 from serve.api import BatchSettings, Limits, create_app
 
@@ -160,12 +159,6 @@ def test_concurrent_requests_share_search_batches(translators):
         assert batcher.sentences == len(texts) and batcher.batches < len(texts)
     alone = [translators[0].translate([t])[0].text for t in texts]
     assert [r.json()[0]["translation_text"] for r in responses] == alone
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

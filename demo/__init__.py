@@ -1,0 +1,5 @@
+"""demo: the Gradio app that translates with the shipped ONNX bundles and shows every attention head, without torch.
+
+``python -m demo`` opens it; :mod:`demo.handlers` holds what it does as plain functions, :mod:`demo.app` the page,
+:mod:`demo.lesson` the article's worked example, :mod:`demo.space` writes a Hugging Face Space folder.
+"""

@@ -1,0 +1,206 @@
+"""The Gradio app: translate, then inspect every layer's and head's attention of that translation.
+
+``python -m demo`` runs :func:`main`; :func:`build_demo` lays the handlers of :mod:`demo.handlers` out in a
+``gr.Blocks`` and is what tests launch. Only ``gr.Error`` reaches the page, so handler errors are turned into it here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import gradio as gr
+
+from serve import BundleError, Translator
+
+from . import figures, handlers
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+EXAMPLES = [  # Multi30K-like image descriptions, written for the demo (not taken from the data set)
+    ("English → German", "Two young children are playing with a red ball on the grass."),
+    ("English → German", "A man in a blue jacket is riding his bicycle down a busy street."),
+    ("English → German", "A brown dog jumps over a log in the forest."),
+    ("German → English", "Eine Frau mit Sonnenbrille sitzt auf einer Bank im Park."),
+    ("German → English", "Drei Männer arbeiten auf einer Baustelle neben der Straße."),
+    ("German → English", "Ein kleines Mädchen spielt im Sand am Strand."),
+]
+INTRO = """# attention-mt: watch every attention head translate
+
+A Transformer written from *Attention Is All You Need*, small enough to run on any CPU (ONNX, no torch). Translate a
+sentence, then look inside: the encoder's self-attention, the decoder's self-attention and the encoder–decoder
+attention of **the translation beam search chose**, for every layer and every head.
+
+**Know the domain:** both models were trained only on [Multi30K](https://github.com/multi30k/dataset): 29,000
+short descriptions of everyday photos (people, animals, streets, sports). They translate such sentences well; on
+news, chat or technical text they will make confident mistakes."""
+LESSON_INTRO = """The article's worked example: the sentence **"Transformer is powerful"**, three tokens with
+3-dimensional embeddings, the article's positional vectors added, and one attention head with d_k = d_v = 3. The
+projections W^Q, W^K, W^V are random (standard normal): change the seed to draw others. Every number below is computed
+live by `demo/lesson.py`. (The article's positional vectors are illustrative; the model itself adds the sinusoidal
+encoding plotted at the bottom.)"""
+LESSON_CSS = """
+.matrix-row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+table.matrix { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 0.9em; }
+table.matrix caption { font-family: system-ui, sans-serif; font-weight: 600; padding-bottom: 4px; }
+table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); padding: 3px 8px; text-align: right; }
+"""
+THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
+
+
+def page_error(error: handlers.DemoInputError) -> gr.Error:
+    return gr.Error(str(error), print_exception=False)
+
+
+def head_choices(heads: int) -> list[tuple[str, str]]:
+    return [("mean of heads", handlers.MEAN)] + [(f"head {h}", str(h)) for h in range(1, heads + 1)]
+
+
+def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path | None = None, max_queue: int = 64,
+               concurrency: int = 2) -> gr.Blocks:
+    """The page for already loaded translators ({direction label: translator}); nothing is loaded per request.
+
+    At most ``concurrency`` events run at once and ``max_queue`` wait; more are refused (Gradio's queue).
+    """
+    if not directions:
+        raise ValueError("the demo needs at least one model")
+    export_dir = Path(export_dir or tempfile.mkdtemp(prefix="attention-mt-demo-"))
+    first = next(iter(directions.values())).config
+    default_direction = next((label for label in directions if label.startswith("English")), next(iter(directions)))
+    examples = [[direction, text] for direction, text in EXAMPLES if direction in directions]
+
+    def translate(text: str, direction: str, beam_size: int):
+        try:
+            result = handlers.translate_text(directions, direction, text, beam_size)
+        except handlers.DemoInputError as error:
+            raise page_error(error) from None
+        return result.text, handlers.notices_markdown(result), result
+
+    def views(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str):
+        if result is None:
+            return (gr.skip(),) * 5
+        layers = handlers.layer_count(result, kind)
+        layer = str(min(int(layer), layers))
+        try:
+            drawn = handlers.attention_views(result, kind, int(layer), head)
+        except handlers.DemoInputError as error:
+            raise page_error(error) from None
+        return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html,
+                gr.update(choices=[str(n) for n in range(1, layers + 1)], value=layer), gr.update(visible=True))
+
+    def export(result: handlers.DemoTranslation | None):
+        if result is None:
+            return gr.skip()
+        return gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True)
+
+    def worked_example(seed: float):
+        try:
+            return handlers.worked_example_view(seed)
+        except handlers.DemoInputError as error:
+            raise page_error(error) from None
+
+    def positional_encoding(length: float, d_model: float):
+        try:
+            return handlers.positional_encoding_view(length, d_model)
+        except handlers.DemoInputError as error:
+            raise page_error(error) from None
+
+    lesson_html, lesson_figure = handlers.worked_example_view(0)
+    with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(INTRO)
+        result_state = gr.State(None)
+        with gr.Tab("Translate and inspect"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.MAX_CHARACTERS,
+                                        placeholder="A dog runs across a field of green grass.", elem_id="source")
+                with gr.Column(scale=1, min_width=220):
+                    direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
+                                            elem_id="direction")
+                    beam_size = gr.Slider(1, handlers.MAX_BEAM_SIZE, value=5, step=1, label="Beam size",
+                                          info="1 is greedy search", elem_id="beam-size")
+                    translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+            translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation",
+                                     buttons=["copy"])
+            notices = gr.Markdown(elem_id="notices")
+            gr.Examples(examples, inputs=[direction, source], cache_examples=False, label="Examples (Multi30K-like)")
+
+            gr.Markdown("### Inspect the attention of this translation")
+            with gr.Row():
+                kind = gr.Radio([(label, key) for key, label in handlers.ATTENTION_KINDS.items()], value="cross",
+                                label="Attention", elem_id="kind", scale=3)
+                layer = gr.Dropdown([str(n) for n in range(1, first.n_decoder_layers + 1)], value="1",
+                                    label="Layer", elem_id="layer", scale=1, min_width=100)
+                head = gr.Dropdown(head_choices(first.n_heads), value=handlers.MEAN, label="Head", elem_id="head",
+                                   scale=1, min_width=140)
+            alignment = gr.HTML("<p>Translate a sentence to see which source tokens each output token attends "
+                                "to.</p>", css_template=figures.ALIGNMENT_CSS, js_on_load=figures.ALIGNMENT_SCRIPT,
+                                elem_id="alignment", padding=True)
+            head_plot = gr.Plot(label="Chosen head", elem_id="head-plot")
+            heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads-plot")
+            download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
+                                         visible=False, elem_id="download")
+
+        with gr.Tab("How attention works"):
+            gr.Markdown(LESSON_INTRO)
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of W^Q, W^K, W^V", elem_id="seed")
+            lesson = gr.HTML(lesson_html, css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
+            lesson_plot = gr.Plot(lesson_figure, label="Attention weights")
+            gr.Markdown("### Sinusoidal positional encoding\n"
+                        "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)), "
+                        "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
+                        f"to its embeddings; the shipped models use d_model = {first.d_model}).")
+            with gr.Row():
+                pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length")
+                pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model")
+            pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding")
+
+        view_inputs = [result_state, kind, layer, head]
+        view_outputs = [head_plot, heads_plot, alignment, layer, head]
+        for trigger, api in ((translate_button.click, dict(api_name="translate")),
+                             (source.submit, dict(api_visibility="private"))):
+            (trigger(translate, [source, direction, beam_size], [translation, notices, result_state], **api)
+             .success(views, view_inputs, view_outputs, api_visibility="private")
+             .success(export, [result_state], [download], api_visibility="private"))
+        for control in (kind, layer, head):
+            control.input(views, view_inputs, view_outputs, api_visibility="private")
+        seed.submit(worked_example, [seed], [lesson, lesson_plot], api_name="worked_example")
+        seed.input(worked_example, [seed], [lesson, lesson_plot], api_visibility="private")
+        pe_length.release(positional_encoding, [pe_length, pe_d_model], [pe_plot], api_name="positional_encoding")
+        pe_d_model.release(positional_encoding, [pe_length, pe_d_model], [pe_plot], api_visibility="private")
+    return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to accept other machines)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    parser.add_argument("--model", action="append", dest="models", metavar="BUNDLE",
+                        help=f"an exported bundle folder; repeat for more (default: every */onnx in {MODELS_DIR})")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model")
+    parser.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
+    parser.add_argument("--concurrency", type=int, default=2, help="translations run at the same time")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Load every model once, then serve the page until interrupted."""
+    args = parse_args(argv)
+    try:
+        bundles = args.models or handlers.find_bundles(MODELS_DIR)
+        directions = handlers.load_directions(bundles, threads=args.threads)
+    except (OSError, ValueError, BundleError) as error:
+        raise SystemExit(f"python -m demo: {error}") from None
+    print("models: " + ", ".join(f"{label} ({t.directory})" for label, t in directions.items()), flush=True)
+    demo = build_demo(directions, max_queue=args.max_queue, concurrency=args.concurrency)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, show_error=True,
+                footer_links=["api", "settings"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""What the demo does, as plain functions that know nothing of Gradio (``demo.app`` lays them out).
+
+Every shipped ONNX bundle becomes a direction ("English → German"); :func:`translate_text` translates one text with
+every layer's and head's attention of the translation beam search chose, and says in ``notices`` what the user
+should know (unknown characters, a cut input). :func:`attention_views` turns that result into the figures and the
+alignment view; :func:`attention_json` into the downloadable record. Bad input raises :class:`DemoInputError` with a
+message meant for the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.search import Attention
+from serve import Translator
+
+from . import figures, lesson
+
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"}
+MAX_BEAM_SIZE = 8
+MAX_CHARACTERS = 2_000  # longer input is cut before tokenizing
+MAX_SOURCE_TOKENS = 128  # the demo's limit (the models read up to max_positions - 1); longer input is cut
+ATTENTION_KINDS = {
+    "cross": "Encoder–decoder (cross) attention",
+    "encoder": "Encoder self-attention",
+    "decoder": "Decoder self-attention",
+}
+MEAN = "mean"  # the head choice that averages over heads
+
+
+class DemoInputError(ValueError):
+    """Input the demo cannot translate; the message is written for the person who typed it."""
+
+
+@dataclass(frozen=True)
+class DemoTranslation:
+    """One translation as the page shows it: the text, what to tell the user, and its attention."""
+
+    direction: str
+    model: str
+    source: str  # the text that was translated (after any cut)
+    text: str
+    beam_size: int
+    score: float
+    notices: tuple[str, ...]
+    attention: Attention
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.attention.target_tokens
+
+
+def direction_label(translator: Translator) -> str:
+    """"English → German" from the bundle's manifest (its folder name when the manifest has no languages)."""
+    if translator.source_lang is None or translator.target_lang is None:
+        return translator.name
+    source, target = (LANGUAGE_NAMES.get(code, code) for code in (translator.source_lang, translator.target_lang))
+    return f"{source} → {target}"
+
+
+def find_bundles(models_dir: str | Path) -> list[Path]:
+    """Every exported bundle under models_dir (``models/<name>/onnx``), sorted by name."""
+    bundles = sorted(path.parent for path in Path(models_dir).glob("*/onnx/manifest.json"))
+    if not bundles:
+        raise FileNotFoundError(f"no exported bundles (*/onnx/manifest.json) under {models_dir}")
+    return bundles
+
+
+def load_directions(bundle_dirs: Sequence[str | Path], *, threads: int | None = None) -> dict[str, Translator]:
+    """Load each bundle once: {direction label: translator}, in the given order."""
+    directions: dict[str, Translator] = {}
+    for directory in bundle_dirs:
+        translator = Translator(directory, threads=threads)
+        label = direction_label(translator)
+        if label in directions:
+            raise ValueError(f"two bundles translate {label}: {directions[label].directory} and {directory}")
+        directions[label] = translator
+    return directions
+
+
+def fit_source(translator: Translator, text: str) -> tuple[str, list[str]]:
+    """The text cut to the demo's limits, and a notice for each cut."""
+    notices = []
+    if len(text) > MAX_CHARACTERS:
+        notices.append(f"The input has {len(text):,} characters; the demo reads the first {MAX_CHARACTERS:,}.")
+        text = text[:MAX_CHARACTERS]
+    max_tokens = min(MAX_SOURCE_TOKENS, translator.max_source_tokens)
+    token_count = len(translator.tokenizer.encode(text))
+    if token_count > max_tokens:
+        text = translator.tokenizer.truncate(text, max_tokens)
+        notices.append(f"The input has {token_count} subword tokens; the demo translates at most {max_tokens}, so it "
+                       f"was cut to: “{text}”.")
+    return text, notices
+
+
+def translate_text(directions: Mapping[str, Translator], direction: str, text: str,
+                   beam_size: int = 5) -> DemoTranslation:
+    """Translate text in one direction with beam search and keep every attention weight of the result.
+
+    Raises DemoInputError for an unknown direction, a beam size outside 1..8, or text that is empty.
+    """
+    if direction not in directions:
+        raise DemoInputError(f"Unknown direction {direction!r}; choose one of: {', '.join(directions)}.")
+    if isinstance(beam_size, float) and beam_size.is_integer():
+        beam_size = int(beam_size)
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
+        raise DemoInputError(f"The beam size must be a whole number from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}.")
+    if not isinstance(text, str):
+        raise DemoInputError("The input must be text.")
+    translator = directions[direction]
+    if not translator.tokenizer.normalize(text):
+        raise DemoInputError("Type a sentence to translate (the input is empty).")
+    source, notices = fit_source(translator, text)
+    result = translator.translate([source], beam_size=beam_size, return_attention=True)[0]
+    if result.unknown_characters:
+        count = result.unknown_characters
+        notices.insert(0, f"{count} character{'s' if count > 1 else ''} of the input "
+                          f"{'are' if count > 1 else 'is'} unknown to the model (never seen in training; shown as "
+                          "<unk>) and ignored by the translation.")
+    return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
+                           beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention)
+
+
+def notices_markdown(result: DemoTranslation) -> str:
+    """The notices as a Markdown list ("" when there is nothing to say)."""
+    return "\n".join(f"- ⚠️ {html.escape(notice)}" for notice in result.notices)
+
+
+def layer_count(result: DemoTranslation, kind: str) -> int:
+    return getattr(result.attention, kind).shape[0]
+
+
+def attention_matrix(result: DemoTranslation, kind: str, layer: int, head: str | int) -> np.ndarray:
+    """One head's weights [queries, keys] of layer (1-based), or their mean over heads when head is "mean"."""
+    weights = getattr(result.attention, kind)[layer - 1]  # [H, Q, K]
+    return weights.mean(axis=0) if head == MEAN else weights[int(head) - 1]
+
+
+def query_key_tokens(result: DemoTranslation, kind: str) -> tuple[list[str], list[str]]:
+    """The tokens on the query (row) and key (column) axes of an attention kind."""
+    attention = result.attention
+    return {
+        "cross": (attention.target_tokens, attention.source_tokens),
+        "encoder": (attention.source_tokens, attention.source_tokens),
+        "decoder": (attention.decoder_input_tokens, attention.decoder_input_tokens),
+    }[kind]
+
+
+QUERY_TITLES = {"cross": "output token (query)", "encoder": "source token (query)",
+                "decoder": "decoder input token (query)"}
+KEY_TITLES = {"cross": "source token (key)", "encoder": "source token (key)", "decoder": "decoder input token (key)"}
+
+
+@dataclass(frozen=True)
+class AttentionViews:
+    """What the page draws for one choice of kind, layer and head."""
+
+    head_figure: object  # plotly Figure: the chosen head (or the mean)
+    heads_figure: object  # plotly Figure: every head of the layer and their mean, as small multiples
+    alignment_html: str  # output tokens over source tokens, shaded by the chosen head's cross-attention
+
+
+def attention_views(result: DemoTranslation, kind: str, layer: int, head: str | int) -> AttentionViews:
+    """The heatmaps of one attention kind, layer (1-based) and head (1-based or "mean"), and the alignment view."""
+    if kind not in ATTENTION_KINDS:
+        raise DemoInputError(f"Unknown attention kind {kind!r}; choose one of: {', '.join(ATTENTION_KINDS)}.")
+    layers = layer_count(result, kind)
+    if not 1 <= int(layer) <= layers:
+        raise DemoInputError(f"Layer {layer} does not exist; this model has {layers}.")
+    heads = getattr(result.attention, kind).shape[1]
+    if head != MEAN and not 1 <= int(head) <= heads:
+        raise DemoInputError(f"Head {head} does not exist; this model has {heads} per layer.")
+    queries, keys = query_key_tokens(result, kind)
+    layer = int(layer)
+    head_name = "mean over heads" if head == MEAN else f"head {head}"
+    title = f"{ATTENTION_KINDS[kind]} · layer {layer} · {head_name}"
+    head_figure = figures.attention_heatmap(attention_matrix(result, kind, layer, head), queries, keys, title=title,
+                                            query_title=QUERY_TITLES[kind], key_title=KEY_TITLES[kind])
+    heads_figure = figures.heads_grid(getattr(result.attention, kind)[layer - 1], queries, keys,
+                                      title=f"{ATTENTION_KINDS[kind]} · layer {layer}: every head and their mean")
+    cross_layer = min(layer, layer_count(result, "cross"))
+    alignment = figures.alignment_html(result.attention.target_tokens, result.attention.source_tokens,
+                                       attention_matrix(result, "cross", cross_layer, head),
+                                       caption=f"cross-attention, layer {cross_layer}, {head_name}")
+    return AttentionViews(head_figure, heads_figure, alignment)
+
+
+def attention_record(result: DemoTranslation) -> dict:
+    """The translation and all its attention weights as a JSON-ready dict (weights rounded to 6 decimals)."""
+    attention = result.attention
+    arrays = {kind: getattr(attention, kind) for kind in ATTENTION_KINDS}
+    return {
+        "model": result.model,
+        "direction": result.direction,
+        "settings": {"beam_size": result.beam_size},
+        "source": result.source,
+        "translation": result.text,
+        "score": result.score,
+        "notices": list(result.notices),
+        "source_tokens": attention.source_tokens,
+        "target_tokens": attention.target_tokens,
+        "decoder_input_tokens": attention.decoder_input_tokens,
+        "shapes": {kind: list(array.shape) for kind, array in arrays.items()},
+        "axes": {"encoder": "[layers, heads, source, source]", "decoder": "[layers, heads, target, target]",
+                 "cross": "[layers, heads, target, source]"},
+        "attention": {kind: np.round(array.astype(np.float64), 6).tolist() for kind, array in arrays.items()},
+    }
+
+
+def write_attention_json(result: DemoTranslation, folder: str | Path, keep_seconds: float = 3600.0) -> Path:
+    """Write :func:`attention_record` to a new file in folder; files older than keep_seconds are removed first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.glob("translation-*.json"):
+        if now - old.stat().st_mtime > keep_seconds:
+            old.unlink(missing_ok=True)
+    path = folder / f"translation-{result.model}-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(attention_record(result), ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def worked_example_view(seed: int) -> tuple[str, object]:
+    """The article's worked example for a seed: each step as a labelled table (HTML), and the weights heatmap."""
+    try:
+        example = lesson.worked_example(seed)
+    except ValueError as error:
+        raise DemoInputError(str(error).capitalize() + ".") from error
+    tokens = list(example.tokens)
+    dims = [f"d{i + 1}" for i in range(example.inputs.shape[1])]
+    table = figures.matrix_table
+    steps = [
+        ("1. Embeddings plus positional vectors: X = E + P",
+         [table(example.embeddings, tokens, dims, title="E (embeddings)"),
+          table(example.position_vectors, tokens, dims, title="P (positional vectors)"),
+          table(example.inputs, tokens, dims, title="X = E + P")]),
+        (f"2. Projections with random weights (seed {example.seed}): Q = X W^Q, K = X W^K, V = X W^V",
+         [table(example.w_query, dims, dims, title="W^Q"), table(example.w_key, dims, dims, title="W^K"),
+          table(example.w_value, dims, dims, title="W^V")]),
+        ("", [table(example.query, tokens, dims, title="Q"), table(example.key, tokens, dims, title="K"),
+              table(example.value, tokens, dims, title="V")]),
+        (f"3. Scores QK^T, then divided by sqrt(d_k) = sqrt({example.d_k}) = {math.sqrt(example.d_k):.3f}",
+         [table(example.scores, tokens, tokens, title="QK^T (query row, key column)"),
+          table(example.scaled_scores, tokens, tokens, title="QK^T / sqrt(d_k)")]),
+        ("4. Softmax of each row: the attention weights (each row sums to 1), and the weighted sum of V",
+         [table(example.weights, tokens, tokens, title="softmax(QK^T / sqrt(d_k))"),
+          table(example.output, tokens, dims, title="Attention(Q, K, V) = weights · V")]),
+    ]
+    sections = "".join(
+        (f"<h4>{html.escape(heading)}</h4>" if heading else "") + f"<div class='matrix-row'>{''.join(tables)}</div>"
+        for heading, tables in steps)
+    figure = figures.attention_heatmap(example.weights, tokens, tokens, title="The attention weights of the example",
+                                       query_title="query", key_title="key")
+    return f"<div class='lesson'>{sections}</div>", figure
+
+
+def positional_encoding_view(length: int, d_model: int) -> object:
+    """The plot of the model's sinusoidal positional encoding for length positions and d_model dimensions."""
+    try:
+        table = lesson.positional_encoding(int(length), int(d_model))
+    except (TypeError, ValueError) as error:
+        raise DemoInputError(str(error).capitalize() + ".") from error
+    return figures.positional_encoding_figure(table)

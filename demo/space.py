@@ -1,0 +1,128 @@
+"""``python -m demo.space --out build/space``: write a folder that is a ready Hugging Face Space for the demo.
+
+Spaces installs ``requirements.txt`` before it copies the repository, so the folder carries everything itself: the
+front matter (``sdk: gradio``, ``sdk_version``, ``app_file``, ``python_version``), a torch-free
+``requirements.txt`` pinned to the versions installed here, ``app.py``, the project's torch-free modules the app
+imports, and the float32 ONNX bundles (verified by their manifests' sha256 when the app loads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from serve.bundle import load_manifest
+
+from .handlers import find_bundles
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = ("gradio", "plotly", "onnxruntime", "tokenizers", "numpy", "tqdm")  # what the app imports, no torch
+APP = '''"""Hugging Face Space entry point: the attention-mt demo on the bundles in models/."""
+
+from demo.app import main
+
+if __name__ == "__main__":
+    main()
+'''
+GITATTRIBUTES = "*.onnx filter=lfs diff=lfs merge=lfs -text\n*.png filter=lfs diff=lfs merge=lfs -text\n"
+
+
+def imported_project_files() -> list[Path]:
+    """The project's source files that ``demo.app`` imports, found by importing it in a fresh interpreter."""
+    code = ("import sys, demo.app\n"
+            "for name, module in sorted(sys.modules.items()):\n"
+            "    if name.split('.')[0] in ('core', 'serve', 'demo') and getattr(module, '__file__', None):\n"
+            "        print(module.__file__)\n")
+    listed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return [Path(line) for line in listed.splitlines()]
+
+
+def space_readme(title: str, directions: Sequence[str]) -> str:
+    gradio_version = metadata.version("gradio")
+    python_version = ".".join(platform.python_version_tuple()[:2])
+    return f"""---
+title: {title}
+emoji: 🔍
+colorFrom: blue
+colorTo: indigo
+sdk: gradio
+sdk_version: {gradio_version}
+app_file: app.py
+python_version: "{python_version}"
+pinned: false
+license: mit
+short_description: Translate and watch every attention head of a Transformer
+---
+
+# {title}
+
+A Transformer written from "Attention Is All You Need", trained on Multi30K image descriptions, running on the CPU
+with onnxruntime (no torch). Translate ({", ".join(directions)}), then inspect the encoder, decoder and
+encoder-decoder attention of the translation beam search chose, for every layer and head.
+
+Written by `python -m demo.space` from the attention-mt repository; run it locally with `pip install -r
+requirements.txt && python app.py`.
+"""
+
+
+def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *, title: str = "attention-mt",
+                force: bool = False) -> Path:
+    """Write the Space folder; refuses to replace an existing non-empty folder unless force."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} exists and is not empty (use --force to replace it)")
+        shutil.rmtree(out)
+    bundles = [Path(b) for b in (bundles or find_bundles(ROOT / "models"))]
+    out.mkdir(parents=True, exist_ok=True)
+    for source in imported_project_files():
+        target = out / source.resolve().relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    directions = []
+    for bundle in bundles:
+        manifest = load_manifest(bundle)
+        graphs = manifest["graphs"]
+        files = [graphs["encoder"]["file"], graphs["decoder"]["file"], manifest["tokenizer"], "config.json",
+                 "manifest.json"]
+        name = bundle.resolve().parent.name if bundle.resolve().name == "onnx" else bundle.resolve().name
+        target = out / "models" / name / "onnx"
+        target.mkdir(parents=True)
+        for file in files:
+            shutil.copy2(bundle / file, target / file)
+        languages = manifest.get("languages") or {}
+        directions.append(f"{languages.get('source', '?')}→{languages.get('target', '?')}")
+    (out / "app.py").write_text(APP, encoding="utf-8")
+    (out / "requirements.txt").write_text(
+        "".join(f"{package}=={metadata.version(package)}\n" for package in REQUIREMENTS), encoding="utf-8")
+    (out / "README.md").write_text(space_readme(title, directions), encoding="utf-8")
+    (out / ".gitattributes").write_text(GITATTRIBUTES, encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m demo.space", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the folder to write (the Space repository's contents)")
+    parser.add_argument("--model", action="append", dest="models", metavar="BUNDLE",
+                        help="an exported bundle folder; repeat for more (default: every models/*/onnx)")
+    parser.add_argument("--title", default="attention-mt")
+    parser.add_argument("--force", action="store_true", help="replace an existing folder")
+    args = parser.parse_args(argv)
+    try:
+        out = write_space(args.out, args.models, title=args.title, force=args.force)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"python -m demo.space: {error}") from None
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in files)
+    print(json.dumps({"out": str(out), "files": len(files), "megabytes": round(size / 1e6, 1)}))
+
+
+if __name__ == "__main__":
+    main()
