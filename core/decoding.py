@@ -35,11 +35,14 @@ class TorchBackend:
         return TorchState(encoded.source_mask, self.model.start_cache(encoded.memory))
 
     @torch.inference_mode()
-    def step(self, last_tokens: np.ndarray, state: TorchState) -> tuple[np.ndarray, TorchState]:
+    def step(self, last_tokens: np.ndarray, state: TorchState, k: int) -> tuple[np.ndarray, np.ndarray, TorchState]:
         target = torch.from_numpy(last_tokens).to(self.device).unsqueeze(1)  # [N] -> [N, 1]
         output = self.model.decode(target, state.source_mask, state.cache)
         log_probs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)  # [N, V]
-        return log_probs.cpu().numpy(), TorchState(state.source_mask, output.cache)
+        values, ids = (tensor.cpu().numpy() for tensor in torch.topk(log_probs, k, dim=-1))  # [N, k], best first
+        order = np.lexsort((ids, -values), axis=1)  # equal log-probabilities in token-id order, as the protocol says
+        return (np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1),
+                TorchState(state.source_mask, output.cache))
 
     @torch.inference_mode()
     def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path,
                         help="model folder (PyTorch), or an exported ONNX bundle folder (onnxruntime)")
-    parser.add_argument("--int8", action="store_true", help="with a bundle: use its int8 graphs")
     parser.add_argument("--src", required=True, help="source sentences, one per line")
     parser.add_argument("--ref", required=True, help="reference translations, one per line")
     parser.add_argument("--ref-tok", help="lowercased Moses-tokenized references (tok/*.lc.norm.tok.*)")
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     from serve.bundle import MANIFEST_FILE
 
     if (args.model / MANIFEST_FILE).is_file():
-        translator = BundleTranslator(args.model, int8=args.int8)
+        translator = BundleTranslator(args.model)
     else:
         from .decoding import Translator
 
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         args.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     result = score(hypotheses, references, tokenized_references, lang)
     result.update(beam=args.beam, length_penalty=args.length_penalty, sentences=len(sources),
-                  translate_seconds=round(seconds, 1), model=str(args.model), int8=args.int8, src=args.src, ref=args.ref)
+                  translate_seconds=round(seconds, 1), model=str(args.model), src=args.src, ref=args.ref)
     if args.record:
         record(Path(args.record[0]), args.record[1], result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result))

@@ -36,24 +36,25 @@ def sinusoidal_encoding(length: int, d_model: int) -> Tensor:
 class KVCache:
     """Decoder keys/values: self-attention grows by one entry per step, cross-attention is fixed per source.
 
-    Every tensor is [n_decoder_layers, batch, n_heads, length, d_head]; length is the number of target positions
-    decoded so far (self) or the source length (cross).
+    One tensor per decoder layer, each [batch, n_heads, length, d_head]; length is the number of target positions
+    decoded so far (self) or the source length (cross). Per-layer tensors (not one stacked tensor) let a step
+    append to each layer without splitting and concatenating the whole cache.
     """
 
-    self_keys: Tensor
-    self_values: Tensor
-    cross_keys: Tensor
-    cross_values: Tensor
+    self_keys: tuple[Tensor, ...]
+    self_values: tuple[Tensor, ...]
+    cross_keys: tuple[Tensor, ...]
+    cross_values: tuple[Tensor, ...]
 
     @property
     def past_length(self) -> int:
-        return self.self_keys.size(3)
+        return self.self_keys[0].size(2)
 
     def reorder(self, index: Tensor) -> "KVCache":
         """Select batch rows by index (beam reordering, growing a batch into beams, dropping finished rows)."""
-        return KVCache(*(tensor.index_select(1, index) for tensor in self.as_tuple()))
+        return KVCache(*(tuple(layer.index_select(0, index) for layer in part) for part in self.as_tuple()))
 
-    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def as_tuple(self) -> tuple[tuple[Tensor, ...], ...]:
         return self.self_keys, self.self_values, self.cross_keys, self.cross_values
 
 
@@ -209,9 +210,9 @@ class Transformer(nn.Module):
     def start_cache(self, memory: Tensor) -> KVCache:
         """An empty self-attention cache and the cross-attention keys/values of every decoder layer for memory."""
         cross = [layer.cross_attention.project_key_value(memory) for layer in self.decoder_layers]
-        cross_keys = torch.stack([keys for keys, _ in cross])  # [L, B, H, S, d_head]
-        cross_values = torch.stack([values for _, values in cross])
-        empty = cross_keys[:, :, :, :0]  # [L, B, H, 0, d_head]
+        cross_keys = tuple(keys for keys, _ in cross)  # each [B, H, S, d_head]
+        cross_values = tuple(values for _, values in cross)
+        empty = tuple(keys[:, :, :0] for keys in cross_keys)  # each [B, H, 0, d_head]
         return KVCache(empty, empty, cross_keys, cross_values)
 
     def decode(
@@ -239,7 +240,7 @@ class Transformer(nn.Module):
             self_attentions.append(self_weights)
             cross_attentions.append(cross_weights)
         logits = F.linear(self.decoder_norm(x), self.embedding.weight)  # tied output projection: [B, T, V]
-        new_cache = KVCache(torch.stack(keys), torch.stack(values), cache.cross_keys, cache.cross_values)
+        new_cache = KVCache(tuple(keys), tuple(values), cache.cross_keys, cache.cross_values)
         if not output_attentions:
             return DecoderOutput(logits, new_cache)
         return DecoderOutput(logits, new_cache, torch.stack(self_attentions), torch.stack(cross_attentions))

@@ -2,8 +2,9 @@
 
 The PyTorch reference (:mod:`core.decoding`) and the onnxruntime server drive the same code through the
 :class:`SearchBackend` protocol: ``start`` encodes a batch of sources into a decoding state, ``step`` feeds one
-token per row and returns log-probabilities of the next token, ``reorder`` selects state rows by index. Beam
-reordering, growing a batch into beams and dropping finished sentences are all that one index select.
+token per row and returns the k most likely next tokens with their log-probabilities (a backend computes them
+where its model runs: in the ONNX graph, in torch), ``reorder`` selects state rows by index. Beam reordering,
+growing a batch into beams after the first step and dropping finished sentences are all that one index select.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ class SearchBackend(Protocol):
     def start(self, source_ids: np.ndarray) -> Any:
         """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows."""
 
-    def step(self, last_tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        """Feed last_tokens [N] and return next-token log-probabilities [N, V] and the advanced state."""
+    def step(self, last_tokens: np.ndarray, state: Any, k: int) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Feed last_tokens [N]; return each row's k most likely next tokens and the advanced state.
+
+        The log-probabilities [N, k] (float32) and token ids [N, k] (int64) are best first, equal log-probabilities
+        in token-id order (:func:`top_k_tokens` does it for a full [N, V] array).
+        """
 
     def reorder(self, state: Any, index: np.ndarray) -> Any:
         """Return the state whose row i is row index[i] of state."""
@@ -64,6 +69,12 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(candidates, order, axis=1)
 
 
+def top_k_tokens(log_probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A backend's step answer from full log-probabilities [N, V]: the k best per row and their token ids."""
+    ids = top_k_indices(log_probs, k)
+    return np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int64)
+
+
 def beam_search(
     backend: SearchBackend,
     state: Any,
@@ -88,29 +99,30 @@ def beam_search(
     config = backend.config
     batch_size = len(max_lengths)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    active = np.arange(batch_size)  # sentence id of each group of beam_size rows
-    state = backend.reorder(state, np.repeat(active, beam_size))  # [B] rows -> [B * beam_size] rows
-    scores = np.full((batch_size, beam_size), -np.inf)  # cumulative log-probability of each open beam
-    scores[:, 0] = 0.0  # all beams start identical: let only the first one expand at step 0
-    history = np.zeros((batch_size * beam_size, 0), dtype=np.int64)
-    last_tokens = np.full(batch_size * beam_size, config.bos_id, dtype=np.int64)
+    active = np.arange(batch_size)  # the sentence of each group of rows
+    group = 1  # state rows per sentence: one until the first step has chosen beam_size different beams
+    scores = np.zeros((batch_size, group))  # cumulative log-probability of each open beam
+    history = np.zeros((batch_size, 0), dtype=np.int64)
+    last_tokens = np.full(batch_size, config.bos_id, dtype=np.int64)
+    k = min(2 * beam_size, config.vocab_size)
 
     for step in range(max(max_lengths, default=0)):
-        log_probs, state = backend.step(last_tokens, state)
-        vocab_size = log_probs.shape[-1]
-        candidates = scores[:, :, None] + log_probs.reshape(len(active), beam_size, vocab_size)  # [n, K, V]
-        candidates = candidates.reshape(len(active), beam_size * vocab_size)  # [n, K * V]
-        ranked = top_k_indices(candidates, 2 * beam_size)  # [n, 2K], best first
+        top_log_probs, top_ids, state = backend.step(last_tokens, state, k)  # [n * group, k] each
+        n = len(active)
+        candidates = (scores[:, :, None] + top_log_probs.reshape(n, group, k)).reshape(n, group * k)
+        # The flat index beam * V + token orders equal scores exactly as a search over all [group, V] would.
+        flat = (np.arange(group)[None, :, None] * config.vocab_size + top_ids.reshape(n, group, k)).reshape(n, -1)
+        ranked = np.lexsort((flat, -candidates), axis=1)[:, : 2 * beam_size]  # [n, 2K], best first
 
         keep_rows, next_scores, next_tokens, still_active = [], [], [], []
         for row, sentence in enumerate(active):
             beams: list[tuple[int, int, float]] = []  # (source row, token, score)
-            for rank, flat_index in enumerate(ranked[row]):
-                total = float(candidates[row, flat_index])
+            for rank, column in enumerate(ranked[row]):
+                total = float(candidates[row, column])
                 if total == -np.inf:
                     break
-                beam, token = divmod(int(flat_index), vocab_size)
-                source_row = row * beam_size + beam
+                beam, token = divmod(int(flat[row, column]), config.vocab_size)
+                source_row = row * group + beam
                 if token == config.eos_id:
                     if rank < beam_size:
                         tokens = tuple(int(t) for t in history[source_row])
@@ -139,10 +151,11 @@ def beam_search(
         if not still_active:
             break
         index = np.asarray(keep_rows, dtype=np.int64)
-        state = backend.reorder(state, index)  # the visible beam reordering
+        state = backend.reorder(state, index)  # the visible beam reordering (after step 0 it also grows the beams)
+        group = beam_size
         last_tokens = np.asarray(next_tokens, dtype=np.int64)
         history = np.concatenate([history[index], last_tokens[:, None]], axis=1)
-        scores = np.asarray(next_scores).reshape(len(still_active), beam_size)
+        scores = np.asarray(next_scores).reshape(len(still_active), group)
         active = np.asarray(still_active)
 
     return [sorted(found, key=lambda h: -h.score)[:n_best] for found in finished]
@@ -209,13 +222,16 @@ def translate(
     n_best: int = 1,
     return_attention: bool = False,
     batch_size: int = 64,
+    workers: int = 1,
     progress: bool = False,
 ) -> list[Translation]:
     """Translate texts with beam search (``beam_size=1`` is greedy).
 
     The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens, EOS
     included, and at most ``max_length`` when given. A text that is empty after normalization translates to "" without
-    running the model. Texts are batched by length and returned in input order. ``return_attention`` adds every
+    running the model. Texts are batched by length and returned in input order; ``workers`` threads search
+    different batches at the same time with the same backend (which must allow concurrent calls, as onnxruntime
+    and torch do), and a batch's results do not depend on which worker ran it. ``return_attention`` adds every
     layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
     ``backend.attend`` over its tokens.
     """
@@ -239,11 +255,8 @@ def translate(
         results[i] = empty_translation(texts[i], config, return_attention)
     order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    if progress:
-        from tqdm import tqdm
 
-        batches = tqdm(batches, desc="translating", unit="batch")
-    for batch in batches:
+    def translate_batch(batch: list[int]) -> None:
         sources = [encoded[i] for i in batch]
         max_lengths = [min(max_target, int(max_length_a * len(ids) + max_length_b), max_length or max_target)
                        for ids in sources]
@@ -266,6 +279,26 @@ def translate(
                 unknown_characters=unknown[i],
                 attention=attention,
             )
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(batches), desc="translating", unit="batch")
+    if workers > 1 and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(translate_batch, batches):
+                if bar is not None:
+                    bar.update()
+    else:
+        for batch in batches:
+            translate_batch(batch)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     return results  # type: ignore[return-value]
 
 

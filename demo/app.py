@@ -182,7 +182,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     parser.add_argument("--model", action="append", dest="models", metavar="BUNDLE",
                         help=f"an exported bundle folder; repeat for more (default: every */onnx in {MODELS_DIR})")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per model")
     parser.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
     parser.add_argument("--concurrency", type=int, default=2, help="translations run at the same time")
     return parser.parse_args(argv)
@@ -193,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         bundles = args.models or handlers.find_bundles(MODELS_DIR)
-        directions = handlers.load_directions(bundles, threads=args.threads)
+        directions = handlers.load_directions(bundles)
     except (OSError, ValueError, BundleError) as error:
         raise SystemExit(f"python -m demo: {error}") from None
     print("models: " + ", ".join(f"{label} ({t.directory})" for label, t in directions.items()), flush=True)

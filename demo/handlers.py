@@ -75,11 +75,11 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
     return bundles
 
 
-def load_directions(bundle_dirs: Sequence[str | Path], *, threads: int | None = None) -> dict[str, Translator]:
+def load_directions(bundle_dirs: Sequence[str | Path]) -> dict[str, Translator]:
     """Load each bundle once: {direction label: translator}, in the given order."""
     directions: dict[str, Translator] = {}
     for directory in bundle_dirs:
-        translator = Translator(directory, threads=threads)
+        translator = Translator(directory)
         label = direction_label(translator)
         if label in directions:
             raise ValueError(f"two bundles translate {label}: {directions[label].directory} and {directory}")

@@ -1,6 +1,6 @@
 """Export a trained model folder to a verified ONNX bundle.
 
-    python -m export models/en-de [--source-lang en --target-lang de] [--out DIR] [--int8] [--opset N] [--force]
+    python -m export models/en-de [--source-lang en --target-lang de] [--out DIR] [--opset N] [--force]
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", type=Path, help="folder with config.json, model.safetensors, tokenizer.json")
     parser.add_argument("--out", type=Path, help="bundle folder to write (default: MODEL_DIR/onnx)")
-    parser.add_argument("--int8", action="store_true", help="also write dynamically quantized int8 graphs")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 17)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
     parser.add_argument("--source-lang", help="source language code recorded in the manifest (e.g. en)")
     parser.add_argument("--target-lang", help="target language code recorded in the manifest (e.g. de)")
     args = parser.parse_args(argv)
     try:
-        manifest = export_bundle(args.model_dir, args.out, int8=args.int8, opset=args.opset, force=args.force,
+        manifest = export_bundle(args.model_dir, args.out, opset=args.opset, force=args.force,
                                  source_lang=args.source_lang, target_lang=args.target_lang)
     except ExportError as error:
         sys.exit(f"export failed: {error}")

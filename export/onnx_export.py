@@ -9,7 +9,16 @@ encoder.onnx
        cross_values        float [dec_layers, batch, heads, source_length, d_head]
        encoder_attentions  float [enc_layers, batch, heads, source_length, source_length]
 
-decoder.onnx (one call per step; target_length is 1 when decoding with the cache)
+decoder_step.onnx (the search's step: one token per row, per-layer caches, no attention outputs; L = dec_layers)
+  in   target_ids          int64 [batch, 1]
+       source_mask         bool  [batch, source_length]
+       past_key_0 .. past_key_{L-1}, past_value_0 ..    float [batch, heads, past_length, d_head]  (0 at the first step)
+       cross_key_0 .. cross_key_{L-1}, cross_value_0 .. float [batch, heads, source_length, d_head]
+  out  top_log_probs       float [batch, top_k]   log-softmax of the next-token logits, the top_k best, best first
+       top_ids             int64 [batch, top_k]   their token ids (equal values: lower id first)
+       present_key_0, present_value_0, .. (interleaved per layer)  float [batch, heads, past_length + 1, d_head]
+
+decoder.onnx (teacher-forced, every attention weight; serves return_attention and the parity checks)
   in   target_ids          int64 [batch, target_length]
        source_mask         bool  [batch, source_length]            True at real source tokens
        past_self_keys      float [dec_layers, batch, heads, past_length, d_head]  (past_length 0 at the first step)
@@ -41,9 +50,11 @@ from core.decoding import TorchBackend
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
-from serve.bundle import BUNDLE_FORMAT, MANIFEST_FILE, OnnxBackend, sha256_of
+from serve.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, OnnxBackend, sha256_of
 
-ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+ENCODER_FILE, STEP_FILE, DECODER_FILE = "encoder.onnx", "decoder_step.onnx", "decoder.onnx"
+GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "decoder": DECODER_FILE}
+MAX_TOP_K = 32  # tokens per row the step graph returns: enough for beams up to 16
 LOGIT_TOLERANCE, ATTENTION_TOLERANCE = 1e-4, 1e-5
 # Real sentences for the built-in parity check, in the languages of the shipped models; any text works.
 PARITY_SENTENCES = [
@@ -73,7 +84,7 @@ class EncoderGraph(nn.Module):
     def forward(self, source_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         encoded = self.model.encode(source_ids, output_attentions=True)
         cache = self.model.start_cache(encoded.memory)
-        return encoded.memory, cache.cross_keys, cache.cross_values, encoded.attentions
+        return encoded.memory, torch.stack(cache.cross_keys), torch.stack(cache.cross_values), encoded.attentions
 
 
 class DecoderGraph(nn.Module):
@@ -82,10 +93,30 @@ class DecoderGraph(nn.Module):
         self.model = model
 
     def forward(self, target_ids, source_mask, past_self_keys, past_self_values, cross_keys, cross_values):
-        cache = KVCache(past_self_keys, past_self_values, cross_keys, cross_values)
+        cache = KVCache(*(tuple(stacked.unbind(0)) for stacked in (past_self_keys, past_self_values, cross_keys,
+                                                                    cross_values)))  # [L, B, ...] -> L x [B, ...]
         output = self.model.decode(target_ids, source_mask, cache, output_attentions=True)
-        return (output.logits, output.cache.self_keys, output.cache.self_values,
+        return (output.logits, torch.stack(output.cache.self_keys), torch.stack(output.cache.self_values),
                 output.self_attentions, output.cross_attentions)
+
+
+class DecoderStepGraph(nn.Module):
+    """One search step: the next token's log-softmax, its top_k, and each layer's grown self-attention cache."""
+
+    def __init__(self, model: Transformer, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.top_k = top_k
+
+    def forward(self, target_ids, source_mask, *caches):
+        layers = self.model.config.n_decoder_layers
+        past, cross = caches[: 2 * layers], caches[2 * layers :]  # each interleaved: key_0, value_0, key_1, ...
+        cache = KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
+        output = self.model.decode(target_ids, source_mask, cache)
+        log_probs = torch.log_softmax(output.logits[:, -1], dim=-1)  # [B, V]
+        top_log_probs, top_ids = torch.topk(log_probs, self.top_k, dim=-1)  # [B, top_k], best first
+        present = [tensor for pair in zip(output.cache.self_keys, output.cache.self_values) for tensor in pair]
+        return top_log_probs, top_ids, *present
 
 
 ENCODER_OUTPUTS = ["memory", "cross_keys", "cross_values", "encoder_attentions"]
@@ -93,8 +124,17 @@ DECODER_INPUTS = ["target_ids", "source_mask", "past_self_keys", "past_self_valu
 DECODER_OUTPUTS = ["logits", "present_self_keys", "present_self_values", "self_attentions", "cross_attentions"]
 
 
+def per_layer(names: tuple[str, str], layers: int) -> list[str]:
+    """["past_key_0", "past_value_0", "past_key_1", ...] for names ("past_key", "past_value")."""
+    return [f"{name}_{layer}" for layer in range(layers) for name in names]
+
+
+def step_top_k(config) -> int:
+    return min(MAX_TOP_K, config.vocab_size)
+
+
 def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
-    """Write encoder.onnx and decoder.onnx with dynamic batch, source, target and cache lengths."""
+    """Write encoder.onnx, decoder_step.onnx and decoder.onnx with dynamic batch, source, target and cache lengths."""
     config = model.config
     Dim = torch.export.Dim
     batch, source_length = Dim("batch"), Dim("source_length")
@@ -107,7 +147,20 @@ def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
         dynamic_shapes={"source_ids": {0: batch, 1: source_length}},
     )
     layers, heads, d_head = config.n_decoder_layers, config.n_heads, config.d_head
-    # Four separate tensors: aliased example inputs would be traced as one and wired to the same graph input.
+    # Separate tensors: aliased example inputs would be traced as one and wired to the same graph input.
+    past = [torch.zeros(2, heads, 3, d_head) for _ in range(2 * layers)]
+    cross = [torch.zeros(2, heads, 5, d_head) for _ in range(2 * layers)]
+    past_names, cross_names = per_layer(("past_key", "past_value"), layers), per_layer(("cross_key", "cross_value"), layers)
+    torch.onnx.export(
+        DecoderStepGraph(model, step_top_k(config)),
+        (torch.full((2, 1), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool), *past, *cross),
+        str(directory / STEP_FILE), dynamo=True, opset_version=opset,
+        input_names=["target_ids", "source_mask", *past_names, *cross_names],
+        output_names=["top_log_probs", "top_ids", *per_layer(("present_key", "present_value"), layers)],
+        external_data=False, verbose=False,
+        dynamic_shapes=({0: batch}, {0: batch, 1: source_length},  # then the *caches varargs, as one tuple
+                        (*[{0: batch, 2: past_length}] * len(past), *[{0: batch, 2: source_length}] * len(cross))),
+    )
     past_keys, past_values = torch.zeros(layers, 2, heads, 3, d_head), torch.zeros(layers, 2, heads, 3, d_head)
     cross_keys, cross_values = torch.zeros(layers, 2, heads, 5, d_head), torch.zeros(layers, 2, heads, 5, d_head)
     example = (torch.full((2, 2), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool),
@@ -149,6 +202,7 @@ class ParityReport:
     sentences: int = 0
     greedy_tokens_equal: bool = True
     max_logit_difference: float = 0.0
+    max_step_log_prob_difference: float = 0.0  # decoder_step's top-k log-probabilities against torch's
     max_attention_difference: float = 0.0
     checked_shapes: list = field(default_factory=list)
 
@@ -162,12 +216,13 @@ def _max_difference(a: np.ndarray, b: Tensor) -> float:
 
 @torch.inference_mode()
 def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, sentences: list[str]) -> ParityReport:
-    """Greedy tokens must be equal; every step's logits and all attention weights must match PyTorch.
+    """Greedy tokens must be equal; every step's logits, top-k log-probabilities and attention weights must match.
 
-    Runs the batch of all sentences (padded, several lengths) and each sentence alone.
+    Runs the batch of all sentences (padded, several lengths) and each sentence alone, through the step graph the
+    search uses and the teacher-forced graph that returns attention.
     """
     config = model.config
-    runtime = OnnxBackend(bundle / ENCODER_FILE, bundle / DECODER_FILE, config)
+    runtime = OnnxBackend({name: bundle / file for name, file in GRAPH_FILES.items()}, config, step_top_k(config))
     report = ParityReport(sentences=len(sentences))
     reference = translate(TorchBackend(model), tokenizer, sentences, beam_size=1)
     exported = translate(runtime, tokenizer, sentences, beam_size=1)
@@ -188,16 +243,28 @@ def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, senten
             report.max_attention_difference,
             _max_difference(onnx_encoded["encoder_attentions"], torch_encoded.attentions),
         )
+        cross_keys, cross_values = onnx_encoded["cross_keys"], onnx_encoded["cross_values"]
+        past_keys = past_values = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=np.float32)
         state = runtime.start(source_ids)
         for position in range(target_ids.shape[1]):
             step_ids = target_ids[:, position : position + 1]
-            onnx_step = runtime.decode(step_ids, state)
+            onnx_step = runtime.decode(step_ids, source_ids != config.pad_id, past_keys, past_values, cross_keys,
+                                       cross_values)
+            past_keys, past_values = onnx_step["present_self_keys"], onnx_step["present_self_values"]
+            top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, runtime.top_k)
             torch_step = model.decode(torch.from_numpy(step_ids), torch_encoded.source_mask, torch_cache,
                                       output_attentions=True)
             torch_cache = torch_step.cache
-            state = runtime.advance(state, onnx_step)
+            torch_log_probs = torch.log_softmax(torch_step.logits[:, -1], dim=-1)  # [B, V]
+            kth_best = torch_log_probs.topk(runtime.top_k, dim=-1).values[:, -1].numpy()
             report.max_logit_difference = max(report.max_logit_difference,
                                               _max_difference(onnx_step["logits"], torch_step.logits))
+            report.max_step_log_prob_difference = max(
+                report.max_step_log_prob_difference,
+                _max_difference(top_log_probs, torch_log_probs.gather(1, torch.from_numpy(top_ids))),
+                float(np.max(kth_best - top_log_probs[:, -1])),  # > 0: the graph missed one of the top k
+                float(np.max(np.diff(top_log_probs, axis=1))),  # > 0: not sorted best first
+            )
             report.max_attention_difference = max(
                 report.max_attention_difference,
                 _max_difference(onnx_step["self_attentions"], torch_step.self_attentions),
@@ -207,23 +274,14 @@ def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, senten
                                       "cache_length": int(target_ids.shape[1])})
     if report.max_logit_difference > LOGIT_TOLERANCE:
         raise ParityError(f"max |logit difference| {report.max_logit_difference:.2e} exceeds {LOGIT_TOLERANCE:.0e}")
+    if report.max_step_log_prob_difference > LOGIT_TOLERANCE:
+        raise ParityError(f"decoder_step's top-k log-probabilities differ from torch's by "
+                          f"{report.max_step_log_prob_difference:.2e}, more than {LOGIT_TOLERANCE:.0e}")
     if report.max_attention_difference > ATTENTION_TOLERANCE:
         raise ParityError(
             f"max |attention difference| {report.max_attention_difference:.2e} exceeds {ATTENTION_TOLERANCE:.0e}"
         )
     return report
-
-
-def quantize_int8(directory: Path) -> dict:
-    """onnxruntime dynamic int8 quantization of both graphs, written beside the float32 files."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    files = {}
-    for name in (ENCODER_FILE, DECODER_FILE):
-        int8_name = name.replace(".onnx", ".int8.onnx")
-        quantize_dynamic(str(directory / name), str(directory / int8_name), weight_type=QuantType.QInt8)
-        files[name] = int8_name
-    return files
 
 
 def library_versions() -> dict:
@@ -241,18 +299,15 @@ def library_versions() -> dict:
     return versions
 
 
-def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8_files: dict,
+def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport,
                    languages: dict | None) -> dict:
     config = model.config
-    graphs = {"encoder": {"file": ENCODER_FILE, **graph_io(directory / ENCODER_FILE)},
-              "decoder": {"file": DECODER_FILE, **graph_io(directory / DECODER_FILE)}}
-    for graph in graphs.values():
-        if graph["file"] in int8_files:
-            graph["int8_file"] = int8_files[graph["file"]]
+    graphs = {name: {"file": file, **graph_io(directory / file)} for name, file in GRAPH_FILES.items()}
+    graphs["decoder_step"]["top_k"] = step_top_k(config)
     files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
     manifest = {
         "format": BUNDLE_FORMAT,
-        "format_version": 1,
+        "format_version": BUNDLE_FORMAT_VERSION,
         "config": config.to_dict(),
         "languages": languages,
         "tokenizer": TOKENIZER_FILE,
@@ -268,7 +323,7 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
     return manifest
 
 
-def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, int8: bool = False, opset: int = 18,
+def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset: int = 18,
                   force: bool = False, sentences: list[str] | None = None, source_lang: str | None = None,
                   target_lang: str | None = None) -> dict:
     """Export model_dir to out (default model_dir/onnx) and return the manifest. Fails loudly on parity errors.
@@ -298,13 +353,12 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, int8:
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         export_graphs(model, staging, opset)
-        for name in (ENCODER_FILE, DECODER_FILE):
+        for name in GRAPH_FILES.values():
             onnx.checker.check_model(str(staging / name), full_check=True)
         tokenizer.save(staging)  # typed special-token strings stay text in every consumer (see core.tokenizer)
         model.config.save(staging)
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
-        int8_files = quantize_int8(staging) if int8 else {}
-        manifest = write_manifest(staging, model, opset, parity, int8_files, languages)
+        manifest = write_manifest(staging, model, opset, parity, languages)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -1,6 +1,6 @@
 """Translate files and pipes, or serve bundles over HTTP; no torch needed.
 
-    python -m serve translate --model models/en-de/onnx [--beam 5] [--int8] [--input F] [--output F]
+    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F]
     python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000]
 """
 
@@ -21,7 +21,7 @@ def translate_command(args: argparse.Namespace) -> None:
 
     try:
         lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
-        translator = Translator(args.model, int8=args.int8, threads=args.threads)
+        translator = Translator(args.model, threads=args.threads, workers=args.workers)
     except (BundleError, DataError, ValueError) as error:
         sys.exit(f"error: {error}")
     name = args.input or "<stdin>"
@@ -54,7 +54,7 @@ def http_command(args: argparse.Namespace) -> None:
         sys.exit(f"error: {error}")
     batching = BatchSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              max_queue=args.max_queue)
-    app = create_app(load_bundles(args.model, int8=args.int8, threads=args.threads), Limits(), batching)
+    app = create_app(load_bundles(args.model, threads=args.threads, workers=args.workers), Limits(), batching)
     # The event loop and the search thread share the GIL; a shorter switch interval than the default 5 ms keeps
     # the search from waiting on HTTP work (measured: about +10% sentences/s under 64 clients on 2 cores).
     sys.setswitchinterval(0.001)
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--model", required=True, help="exported bundle folder (e.g. models/en-de/onnx)")
     translate.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
     translate.add_argument("--length-penalty", type=float, default=1.0)
-    translate.add_argument("--int8", action="store_true", help="use the bundle's int8 graphs")
-    translate.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
-    translate.add_argument("--batch-size", type=int, default=64, help="sentences per search batch")
+    translate.add_argument("--workers", type=int, help="batches searched at once (default: one per core)")
+    translate.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
+    translate.add_argument("--batch-size", type=int, default=32, help="sentences per search batch")
     translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     translate.add_argument("--output", help="file to write (default: standard output)")
     translate.set_defaults(run=translate_command)
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     http.add_argument("--model", required=True, action="append", help="bundle folder; repeat for more models")
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     http.add_argument("--port", type=int, default=8000)
-    http.add_argument("--int8", action="store_true", help="use the bundles' int8 graphs")
-    http.add_argument("--threads", type=int, help="onnxruntime threads per model (default: one per core)")
+    http.add_argument("--workers", type=int, help="batches searched at once per model (default: one per core)")
+    http.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
     http.add_argument("--max-batch-size", type=int, default=32, help="sentences per search batch")
     http.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for company")
     http.add_argument("--max-queue", type=int, default=1024, help="queued sentences per model before 503")

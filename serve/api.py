@@ -2,7 +2,7 @@
 
     POST /translate   {"inputs": str | [str], "parameters": {...}} -> [{"translation_text": ...}, ...]
     GET  /health      200 once every model is loaded (the server listens only then)
-    GET  /models      name, languages, int8, limits and versions of each model
+    GET  /models      name, languages, workers, limits and versions of each model
     GET  /docs        OpenAPI documentation (schema at /openapi.json)
 
 Three separate pieces: this module validates at the edge and hands clean values inward (:func:`check_request`),
@@ -332,7 +332,8 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
                                "(re-export with --source-lang/--target-lang)")
         for translator in translators:
             batcher = Batcher(translator.translate, max_batch_size=batching.max_batch_size,
-                              max_wait=batching.max_wait_ms / 1000, max_queue=batching.max_queue)
+                              max_wait=batching.max_wait_ms / 1000, max_queue=batching.max_queue,
+                              workers=translator.workers)
             batcher.start()
             models.append(Model(translator, batcher))
         try:
@@ -393,16 +394,17 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     @app.get("/models", summary="The loaded models, their languages, limits and versions")
     async def list_models() -> list[dict]:
         return [{"name": m.translator.name, "source_lang": m.translator.source_lang,
-                 "target_lang": m.translator.target_lang, "int8": m.translator.int8, "limits": m.limits(limits),
+                 "target_lang": m.translator.target_lang, "workers": m.translator.workers,
+                 "threads": m.translator.threads, "limits": m.limits(limits),
                  "batching": asdict(batching), "config": m.translator.config.to_dict(),
                  "versions": m.translator.manifest.get("versions", {})} for m in models]
 
     return app
 
 
-def load_bundles(directories: Sequence[str], *, int8: bool = False, threads: int | None = None):
+def load_bundles(directories: Sequence[str], *, threads: int = 1, workers: int | None = None):
     """A loader for :func:`create_app`: the translators of these bundle folders."""
-    return lambda: [Translator(directory, int8=int8, threads=threads) for directory in directories]
+    return lambda: [Translator(directory, threads=threads, workers=workers) for directory in directories]
 
 
 __all__ = ["BatchSettings", "Limits", "RequestError", "TranslationRequest", "check_request", "create_app",

@@ -1,7 +1,7 @@
 """Dynamic batching: concurrent requests for one model become one search batch.
 
-A :class:`Batcher` owns one worker thread that runs the translator, so inference never blocks the event loop
-and one onnxruntime session is never run by two threads at once. Requests queue their sentences; the worker takes
+A :class:`Batcher` owns ``workers`` threads that run the translator, so inference never blocks the event loop
+(onnxruntime sessions may be run by several threads at once). Requests queue their sentences; a free worker takes
 up to ``max_batch_size`` queued sentences that share the same search options (waiting at most ``max_wait``
 seconds for more to arrive when fewer are queued), translates them in one call and hands each request its
 results. The queue is bounded in sentences: a request that would overflow it is refused with :class:`QueueFull`
@@ -45,18 +45,20 @@ TranslateFunction = Callable[..., list[Translation]]  # translator.translate(tex
 
 
 class Batcher:
-    """Gather concurrent ``submit`` calls into batched calls of ``translate`` (one at a time, off the event loop)."""
+    """Gather concurrent ``submit`` calls into batched calls of ``translate`` (``workers`` at a time, off the event
+    loop)."""
 
     def __init__(self, translate: TranslateFunction, *, max_batch_size: int = 32, max_wait: float = 0.002,
-                 max_queue: int = 1024) -> None:
-        if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0:
-            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size and max_wait >= 0")
+                 max_queue: int = 1024, workers: int = 1) -> None:
+        if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0 or workers < 1:
+            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait >= 0 and workers >= 1")
         self._translate = translate
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait, max_queue
         self._pending: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
-        self._worker: asyncio.Task | None = None
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="translate")
+        self._tasks: list[asyncio.Task] = []
         self.batches = 0  # search batches run so far
         self.sentences = 0  # sentences translated so far
 
@@ -65,14 +67,15 @@ class Batcher:
         return len(self._pending)
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         for pending in self._pending:
             pending.future.cancel()
         self._pending.clear()
@@ -90,6 +93,8 @@ class Batcher:
 
     def _take_batch(self) -> list[_Pending]:
         """Up to max_batch_size queued items sharing the oldest item's options; others keep their place."""
+        if not self._pending:  # another worker took them while this one waited
+            return []
         options = self._pending[0].options
         batch, rest = [], deque()
         while self._pending:

@@ -1,7 +1,8 @@
 """Load an exported ONNX bundle (see ``python -m export``) and run it as a search backend, without torch.
 
-A bundle folder holds ``manifest.json``, ``encoder.onnx``, ``decoder.onnx`` (optionally ``*.int8.onnx``),
-``config.json`` and ``tokenizer.json``. Loading verifies every file's sha256 against the manifest first.
+A bundle folder holds ``manifest.json``, ``encoder.onnx``, ``decoder_step.onnx`` (the search's step: per-layer
+caches in and out, log-softmax and top-k inside), ``decoder.onnx`` (teacher-forced, with every attention weight;
+only for ``return_attention`` and the export's checks), ``config.json`` and ``tokenizer.json``. Loading verifies every file's sha256 against the manifest first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from core.tokenizer import Tokenizer
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
+BUNDLE_FORMAT_VERSION = 2  # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step
+GRAPHS = ("encoder", "decoder_step", "decoder")
 
 
 class BundleError(RuntimeError):
@@ -43,6 +46,9 @@ def load_manifest(directory: str | Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {error}") from error
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path} is not an {BUNDLE_FORMAT} manifest")
+    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"{path} has format_version {manifest.get('format_version')}; this version reads "
+                          f"{BUNDLE_FORMAT_VERSION}: export the model again (python -m export MODEL_DIR --force)")
     return manifest
 
 
@@ -61,27 +67,32 @@ def verify_checksums(directory: str | Path, manifest: dict, names: Sequence[str]
 
 @dataclass(frozen=True)
 class OnnxState:
-    """Decoding state of N rows: source mask [N, S] and the KV cache [layers, N, heads, length, d_head]."""
+    """Decoding state of N rows: source mask [N, S] and, per decoder layer, keys/values [N, heads, length, d_head].
 
+    ``sentences`` [N] says which source each row decodes: rows of the same source share their cross keys/values, so
+    a reorder that keeps every row on its source (a beam step) leaves the cross arrays untouched.
+    """
+
+    sentences: np.ndarray
     source_mask: np.ndarray
-    self_keys: np.ndarray
-    self_values: np.ndarray
-    cross_keys: np.ndarray
-    cross_values: np.ndarray
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    self_keys: tuple[np.ndarray, ...]
+    self_values: tuple[np.ndarray, ...]
+    cross_keys: tuple[np.ndarray, ...]
+    cross_values: tuple[np.ndarray, ...]
 
 
 class OnnxBackend:
-    """The encoder and decoder-step graphs under onnxruntime, as a :class:`core.search.SearchBackend`."""
+    """The bundle's graphs under onnxruntime, as a :class:`core.search.SearchBackend`.
 
-    def __init__(self, encoder_path: Path, decoder_path: Path, config: TransformerConfig, threads: int = 0) -> None:
+    ``graphs`` maps "encoder", "decoder_step" and "decoder" to their files; ``top_k`` is how many tokens the step
+    graph returns per row (the search asks for 2 x beam_size).
+    """
+
+    def __init__(self, graphs: dict[str, Path], config: TransformerConfig, top_k: int, threads: int = 0) -> None:
         import onnxruntime
 
         self.config = config
+        self.top_k = top_k
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -89,74 +100,73 @@ class OnnxBackend:
         # loop, the HTTP server and other sessions need (measured here: ~5% less offline speed for ~40% less CPU).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        self.encoder = onnxruntime.InferenceSession(str(encoder_path), options, providers=providers)
-        self.decoder = onnxruntime.InferenceSession(str(decoder_path), options, providers=providers)
+        self.encoder, self.decoder_step, self.decoder = (
+            onnxruntime.InferenceSession(str(graphs[name]), options, providers=providers) for name in GRAPHS)
+        self.step_outputs = [output.name for output in self.decoder_step.get_outputs()]
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, int8: bool = False,
-                    threads: int = 0) -> tuple["OnnxBackend", Tokenizer, dict]:
-        """Verify a bundle's checksums, then load its graphs (float32 or int8), tokenizer and manifest."""
+    def from_bundle(cls, directory: str | Path, threads: int = 0) -> tuple["OnnxBackend", Tokenizer, dict]:
+        """Verify a bundle's checksums, then load its graphs, tokenizer and manifest."""
         directory = Path(directory)
         manifest = load_manifest(directory)
         graphs = manifest["graphs"]
-        key = "int8_file" if int8 else "file"
-        if int8 and "int8_file" not in graphs["encoder"]:
-            raise BundleError(f"{directory} has no int8 graphs (export with --int8)")
-        encoder_file, decoder_file = graphs["encoder"][key], graphs["decoder"][key]
-        verify_checksums(directory, manifest, [encoder_file, decoder_file, manifest["tokenizer"], "config.json"])
+        files = {name: graphs[name]["file"] for name in GRAPHS}
+        verify_checksums(directory, manifest, [*files.values(), manifest["tokenizer"], "config.json"])
         config = TransformerConfig.from_dict(manifest["config"])
         tokenizer = Tokenizer.load(directory / manifest["tokenizer"])
         tokenizer.check_compatible(config)
-        return cls(directory / encoder_file, directory / decoder_file, config, threads), tokenizer, manifest
+        paths = {name: directory / file for name, file in files.items()}
+        return cls(paths, config, graphs["decoder_step"]["top_k"], threads), tokenizer, manifest
 
     def encode(self, source_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Run the encoder graph: memory, cross_keys, cross_values, encoder_attentions."""
         names = [output.name for output in self.encoder.get_outputs()]
         return dict(zip(names, self.encoder.run(None, {"source_ids": source_ids})))
 
-    def decode(self, target_ids: np.ndarray, state: OnnxState) -> dict[str, np.ndarray]:
-        """Run the decoder graph: logits, present_self_keys/values, self_attentions, cross_attentions."""
-        inputs = {
-            "target_ids": target_ids,
-            "source_mask": state.source_mask,
-            "past_self_keys": state.self_keys,
-            "past_self_values": state.self_values,
-            "cross_keys": state.cross_keys,
-            "cross_values": state.cross_values,
-        }
+    def decode(self, target_ids: np.ndarray, source_mask: np.ndarray, past_keys: np.ndarray, past_values: np.ndarray,
+               cross_keys: np.ndarray, cross_values: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the teacher-forced decoder graph (stacked caches [layers, N, heads, length, d_head]): logits,
+        present_self_keys/values, self_attentions, cross_attentions."""
+        inputs = {"target_ids": target_ids, "source_mask": source_mask, "past_self_keys": past_keys,
+                  "past_self_values": past_values, "cross_keys": cross_keys, "cross_values": cross_values}
         names = [output.name for output in self.decoder.get_outputs()]
         return dict(zip(names, self.decoder.run(None, inputs)))
 
     def start(self, source_ids: np.ndarray) -> OnnxState:
-        return self.initial_state(source_ids, self.encode(source_ids))
+        encoded = self.encode(source_ids)
+        cross_keys, cross_values = encoded["cross_keys"], encoded["cross_values"]  # [layers, B, H, S, d_head]
+        empty = tuple(np.zeros(keys.shape[:2] + (0, keys.shape[3]), dtype=keys.dtype) for keys in cross_keys)
+        return OnnxState(np.arange(len(source_ids)), source_ids != self.config.pad_id, empty, empty, tuple(cross_keys),
+                         tuple(cross_values))
 
-    def initial_state(self, source_ids: np.ndarray, encoded: dict[str, np.ndarray]) -> OnnxState:
-        """The state before the first step: the encoder's cross keys/values and an empty self-attention cache."""
-        cross_keys = encoded["cross_keys"]
-        empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
-        return OnnxState(source_ids != self.config.pad_id, empty, empty, cross_keys, encoded["cross_values"])
-
-    @staticmethod
-    def advance(state: OnnxState, outputs: dict[str, np.ndarray]) -> OnnxState:
-        """The state after a decoder call: its present self-attention keys/values become the past."""
-        return OnnxState(state.source_mask, outputs["present_self_keys"], outputs["present_self_values"],
-                         state.cross_keys, state.cross_values)
-
-    def step(self, last_tokens: np.ndarray, state: OnnxState) -> tuple[np.ndarray, OnnxState]:
-        outputs = self.decode(last_tokens[:, None], state)  # [N] -> [N, 1]
-        return log_softmax(outputs["logits"][:, -1].astype(np.float64)), self.advance(state, outputs)
+    def step(self, last_tokens: np.ndarray, state: OnnxState, k: int) -> tuple[np.ndarray, np.ndarray, OnnxState]:
+        if k > self.top_k:
+            raise ValueError(f"this bundle's step graph returns {self.top_k} tokens per row; beam_size must be at "
+                             f"most {self.top_k // 2}")
+        inputs = {"target_ids": last_tokens[:, None], "source_mask": state.source_mask}  # [N] -> [N, 1]
+        for layer in range(self.config.n_decoder_layers):
+            inputs[f"past_key_{layer}"], inputs[f"past_value_{layer}"] = state.self_keys[layer], state.self_values[layer]
+            inputs[f"cross_key_{layer}"] = state.cross_keys[layer]
+            inputs[f"cross_value_{layer}"] = state.cross_values[layer]
+        top_log_probs, top_ids, *present = self.decoder_step.run(self.step_outputs, inputs)
+        state = OnnxState(state.sentences, state.source_mask, tuple(present[0::2]), tuple(present[1::2]),
+                          state.cross_keys, state.cross_values)
+        return top_log_probs[:, :k], top_ids[:, :k], state
 
     def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Teacher-forced attention weights: encoder self [L, B, H, S, S], decoder self and cross [L, B, H, T, *]."""
         encoded = self.encode(source_ids)
-        outputs = self.decode(decoder_input_ids, self.initial_state(source_ids, encoded))
+        cross_keys = encoded["cross_keys"]
+        empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
+        outputs = self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
+                              encoded["cross_values"])
         return encoded["encoder_attentions"], outputs["self_attentions"], outputs["cross_attentions"]
 
     def reorder(self, state: OnnxState, index: np.ndarray) -> OnnxState:
-        return OnnxState(
-            state.source_mask[index],
-            state.self_keys[:, index],
-            state.self_values[:, index],
-            state.cross_keys[:, index],
-            state.cross_values[:, index],
-        )
+        sentences = state.sentences[index]
+        self_keys, self_values = (tuple(layer[index] for layer in part) for part in (state.self_keys, state.self_values))
+        if np.array_equal(sentences, state.sentences):  # beams moved within their sentences: same cross rows
+            return OnnxState(sentences, state.source_mask, self_keys, self_values, state.cross_keys, state.cross_values)
+        cross_keys, cross_values = (tuple(layer[index] for layer in part) for part in (state.cross_keys,
+                                                                                          state.cross_values))
+        return OnnxState(sentences, state.source_mask[index], self_keys, self_values, cross_keys, cross_values)

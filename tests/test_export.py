@@ -8,12 +8,12 @@ import torch
 
 from conftest import ROOT, tiny_config
 from core.decoding import Translator as TorchTranslator
-from core.model import KVCache, Transformer
+from core.model import Transformer
 from export import ExportError, ParityError, export_bundle
 from export.__main__ import main as export_main
 from export.onnx_export import verify_parity
 from serve import Translator
-from serve.bundle import BundleError, OnnxBackend, OnnxState
+from serve.bundle import BundleError, OnnxBackend
 
 SENTENCES = ["A man rides a bike.", "Zwei Hunde spielen im Schnee.", "Kinder!"]
 
@@ -29,14 +29,15 @@ def model_dir(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="module")
 def bundle(model_dir):
-    manifest = export_bundle(model_dir, int8=True, sentences=SENTENCES)
+    manifest = export_bundle(model_dir, sentences=SENTENCES)
     return model_dir / "onnx", manifest
 
 
 def test_bundle_is_self_contained_and_described(bundle):
     directory, manifest = bundle
-    names = {"encoder.onnx", "decoder.onnx", "encoder.int8.onnx", "decoder.int8.onnx", "tokenizer.json", "config.json"}
+    names = {"encoder.onnx", "decoder_step.onnx", "decoder.onnx", "tokenizer.json", "config.json"}
     assert set(manifest["files"]) == names
+    assert manifest["format_version"] == 2
     assert json.loads((directory / "manifest.json").read_text()) == manifest
     assert manifest["opset"] >= 17
     assert manifest["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
@@ -47,9 +48,19 @@ def test_bundle_is_self_contained_and_described(bundle):
     assert decoder["inputs"][2]["shape"][3] == "past_length"
     assert decoder["outputs"][3] == {"name": "self_attentions", "dtype": "float32",
                                      "shape": [2, "batch", 2, "target_length", decoder["outputs"][3]["shape"][4]]}
+    step = manifest["graphs"]["decoder_step"]
+    assert step["top_k"] == 32
+    assert [i["name"] for i in step["inputs"]] == ["target_ids", "source_mask", "past_key_0", "past_value_0",
+                                                   "past_key_1", "past_value_1", "cross_key_0", "cross_value_0",
+                                                   "cross_key_1", "cross_value_1"]
+    assert step["inputs"][2]["shape"] == ["batch", 2, "past_length", 8]
+    assert step["outputs"][0] == {"name": "top_log_probs", "dtype": "float32", "shape": ["batch", 32]}
+    assert step["outputs"][1] == {"name": "top_ids", "dtype": "int64", "shape": ["batch", 32]}
+    assert [o["name"] for o in step["outputs"][2:]] == ["present_key_0", "present_value_0", "present_key_1",
+                                                        "present_value_1"]
     for name in names:
         assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == manifest["files"][name]["sha256"]
-    for name in ("encoder.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder_step.onnx", "decoder.onnx"):
         onnx.checker.check_model(str(directory / name), full_check=True)
 
 
@@ -57,6 +68,7 @@ def test_parity_figures_are_recorded(bundle):
     parity = bundle[1]["parity"]
     assert parity["greedy_tokens_equal"]
     assert parity["max_logit_difference"] <= 1e-4
+    assert parity["max_step_log_prob_difference"] <= 1e-4
     assert parity["max_attention_difference"] <= 1e-5
     assert {shape["batch"] for shape in parity["checked_shapes"]} == {1, len(SENTENCES)}
 
@@ -77,35 +89,50 @@ def test_graphs_accept_any_batch_source_and_cache_length(bundle, model_dir, batc
     source_ids = rng.integers(4, model.config.vocab_size, (batch, source_length))
     source_ids[0, source_length // 2 + 1 :] = model.config.pad_id
     state = runtime.start(source_ids)
+    encoded_onnx = runtime.encode(source_ids)
+    past_keys = past_values = np.zeros(encoded_onnx["cross_keys"].shape[:3] + (0, 8), dtype=np.float32)
     with torch.no_grad():
         encoded = model.encode(torch.from_numpy(source_ids))
         cache = model.start_cache(encoded.memory)
         for _ in range(steps):
             target = rng.integers(4, model.config.vocab_size, (batch, 1))
-            outputs = runtime.decode(target, state)
+            outputs = runtime.decode(target, source_ids != 0, past_keys, past_values, encoded_onnx["cross_keys"],
+                                     encoded_onnx["cross_values"])
+            top_log_probs, top_ids, state = runtime.step(target[:, 0], state, 6)
             reference = model.decode(torch.from_numpy(target), encoded.source_mask, cache, output_attentions=True)
             np.testing.assert_allclose(outputs["logits"], reference.logits.numpy(), atol=1e-4)
             np.testing.assert_allclose(outputs["cross_attentions"], reference.cross_attentions.numpy(), atol=1e-5)
             np.testing.assert_allclose(outputs["self_attentions"], reference.self_attentions.numpy(), atol=1e-5)
+            expected = torch.log_softmax(reference.logits[:, -1], dim=-1).topk(6)
+            np.testing.assert_allclose(top_log_probs, expected.values.numpy(), atol=1e-4)
+            np.testing.assert_array_equal(top_ids, expected.indices.numpy())
             cache = reference.cache
-            state = OnnxState(state.source_mask, outputs["present_self_keys"], outputs["present_self_values"],
-                              state.cross_keys, state.cross_values)
-    assert state.self_keys.shape[3] == steps
+            past_keys, past_values = outputs["present_self_keys"], outputs["present_self_values"]
+    assert state.self_keys[0].shape[2] == past_keys.shape[3] == steps
 
 
 def test_no_weight_is_stored_twice_within_a_graph(bundle):
-    for name in ("encoder.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder_step.onnx", "decoder.onnx"):
         graph = onnx.load(str(bundle[0] / name)).graph
         digests = [hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest()
                    for t in graph.initializer if onnx.numpy_helper.to_array(t).size > 64]
         assert len(digests) == len(set(digests)), name
 
 
-def test_int8_bundle_runs_and_is_smaller(bundle):
-    directory, manifest = bundle
-    results = Translator(directory, int8=True).translate(SENTENCES, beam_size=2, max_length=8)
-    assert len(results) == len(SENTENCES)
-    assert manifest["files"]["decoder.int8.onnx"]["bytes"] < manifest["files"]["decoder.onnx"]["bytes"]
+def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(bundle[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(BundleError, match="format_version 1; this version reads 2: export the model again"):
+        Translator(copy)
+
+
+def test_beam_wider_than_the_step_graph_allows_is_refused(bundle):
+    with pytest.raises(ValueError, match="beam_size must be at most 16"):
+        Translator(bundle[0]).translate(SENTENCES[:1], beam_size=17)
 
 
 def test_checksum_mismatch_names_the_file(bundle, tmp_path):
@@ -118,9 +145,10 @@ def test_checksum_mismatch_names_the_file(bundle, tmp_path):
     (copy / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="decoder.onnx does not match its sha256"):
         Translator(copy)
+    shutil.copy(bundle[0] / "decoder.onnx", copy / "decoder.onnx")
     (copy / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is listed in the manifest but missing"):
-        Translator(copy, int8=True)
+        Translator(copy)
     with pytest.raises(BundleError, match="not an exported bundle"):
         Translator(tmp_path)
 
@@ -170,8 +198,6 @@ def test_shipped_bundles_verify_and_match_pytorch(model_dir):
     onnx_results = Translator(model_dir / "onnx").translate(sentences, beam_size=4)
     torch_results = TorchTranslator.from_pretrained(model_dir).translate(sentences, beam_size=4)
     assert [r.token_ids for r in onnx_results] == [r.token_ids for r in torch_results]
-    int8_results = Translator(model_dir / "onnx", int8=True).translate(sentences, beam_size=4)
-    assert all(r.text for r in int8_results)
 
 
 def test_language_pair_is_recorded(model_dir, tmp_path):

@@ -48,7 +48,8 @@ def test_cached_decoding_equals_uncached(pre_norm):
         )
         torch.testing.assert_close(step.cross_attentions[..., 0, :], full.cross_attentions[..., position, :])
     assert cache.past_length == target.size(1)
-    torch.testing.assert_close(cache.self_keys, full.cache.self_keys, atol=1e-5, rtol=1e-5)
+    for step_keys, full_keys in zip(cache.self_keys, full.cache.self_keys, strict=True):
+        torch.testing.assert_close(step_keys, full_keys, atol=1e-5, rtol=1e-5)
 
 
 def test_attention_weights_have_documented_shapes():
@@ -61,7 +62,7 @@ def test_attention_weights_have_documented_shapes():
     assert output.logits.shape == (2, 4, config.vocab_size)
     assert output.self_attentions.shape == (2, 2, 2, 4, 4)
     assert output.cross_attentions.shape == (2, 2, 2, 4, 7)
-    assert output.cache.self_keys.shape == (2, 2, 2, 4, config.d_head)
+    assert [keys.shape for keys in output.cache.self_keys] == [(2, 2, 4, config.d_head)] * 2  # one per layer
     assert model.decode(target, encoded.source_mask, model.start_cache(encoded.memory)).self_attentions is None
 
 
@@ -71,8 +72,9 @@ def test_cache_reorder_selects_rows():
     source, _ = random_batch(config)
     cache = model.start_cache(model.encode(source).memory)
     reordered = cache.reorder(torch.tensor([2, 2, 0]))
-    torch.testing.assert_close(reordered.cross_keys[:, 0], cache.cross_keys[:, 2])
-    torch.testing.assert_close(reordered.cross_values[:, 2], cache.cross_values[:, 0])
+    for layer in range(config.n_decoder_layers):
+        torch.testing.assert_close(reordered.cross_keys[layer][0], cache.cross_keys[layer][2])
+        torch.testing.assert_close(reordered.cross_values[layer][2], cache.cross_values[layer][0])
 
 
 def test_tiny_model_overfits_one_batch():

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from core.config import TransformerConfig
 from core.decoding import TorchBackend
 from core.model import Transformer
-from core.search import beam_search, top_k_indices, translate
+from core.search import beam_search, top_k_indices, top_k_tokens, translate
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
 
@@ -33,14 +33,14 @@ class ScriptedBackend:
     def start(self, source_ids):
         return [()] * len(source_ids)
 
-    def step(self, last_tokens, state):
+    def step(self, last_tokens, state, k):
         self.calls += 1
         histories = [h if token == BOS else h + (int(token),) for h, token in zip(state, last_tokens)]
         log_probs = np.full((len(histories), 5), -np.inf)
         for row, history in enumerate(histories):
             for token, probability in TABLE.get(history, {EOS: 1.0}).items():
                 log_probs[row, token] = math.log(probability)
-        return log_probs, histories
+        return *top_k_tokens(log_probs, k), histories
 
     def reorder(self, state, index):
         return [state[i] for i in index]

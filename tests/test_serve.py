@@ -10,6 +10,7 @@ import torch
 
 from conftest import ROOT
 from core.decoding import Translator as TorchTranslator
+from core.search import pad_batch
 from serve import BundleError, Translator
 from serve.batcher import Batcher, QueueFull, SearchOptions
 
@@ -132,7 +133,7 @@ def test_cli_keeps_order_and_empty_lines(translator, tmp_path):
     assert done.stdout.split("\n")[:-1] == expected and expected[1] == ""
     source, target = tmp_path / "in.txt", tmp_path / "out.txt"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--beam", "1", "--int8", "--input", str(source),
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--beam", "1", "--workers", "1", "--input", str(source),
                    "--output", str(target))
     assert done.returncode == 0, done.stderr
     assert len(target.read_text(encoding="utf-8").split("\n")) == len(lines) + 1
@@ -185,6 +186,34 @@ def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
         assert {int(t[1:-1]) % 2 for t in texts} == {options["beam_size"] - 1}
 
 
+def test_batcher_workers_translate_batches_at_the_same_time():
+    import threading
+
+    running, most = set(), [0]
+    lock = threading.Lock()
+
+    def translate(texts, **options):
+        import time
+
+        with lock:
+            running.add(threading.get_ident())
+            most[0] = max(most[0], len(running))
+        time.sleep(0.05)
+        with lock:
+            running.discard(threading.get_ident())
+        return [text.upper() for text in texts]
+
+    async def scenario():
+        batcher = Batcher(translate, max_batch_size=2, max_wait=0, max_queue=64, workers=2)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit([f"t{i}"], SearchOptions()) for i in range(8)))
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == [[f"T{i}"] for i in range(8)]
+    assert most[0] == 2
+
+
 def test_batcher_refuses_when_the_queue_is_full():
     async def scenario():
         batcher = Batcher(CountingTranslate(delay=0.2), max_batch_size=2, max_wait=0, max_queue=4)
@@ -214,3 +243,26 @@ def test_batched_translation_equals_unbatched(translator):
     assert batches < len(texts)
     assert [r.token_ids for r in batched] == [translator.translate([t])[0].token_ids for t in texts]
 
+
+
+def test_parallel_workers_give_the_same_translations(translator):
+    texts = (SENTENCES + ["A dog runs.", "Ein Mann fährt Fahrrad.", "", "Three people sit on a bench."]) * 3
+    sequential = Translator(EN_DE / "onnx", workers=1).translate(texts, beam_size=4, batch_size=3)
+    parallel = Translator(EN_DE / "onnx", workers=2).translate(texts, beam_size=4, batch_size=3)
+    assert [r.token_ids for r in parallel] == [r.token_ids for r in sequential]
+    assert [r.text for r in parallel] == [r.text for r in translator.translate(texts, beam_size=4)]
+
+
+def test_beam_steps_keep_cross_attention_arrays_and_dropped_sentences_copy_them(translator):
+    backend = translator.backend
+    state = backend.start(pad_batch([[5, 6, 2], [7, 2]], 0))
+    grown = backend.reorder(state, np.array([0, 0, 0, 1, 1, 1]))  # two sentences, three beams each
+    assert grown.sentences.tolist() == [0, 0, 0, 1, 1, 1] and grown.cross_keys[0].shape[0] == 6
+    _, _, stepped = backend.step(np.array([5, 6, 7, 5, 6, 7]), grown, 4)
+    shuffled = backend.reorder(stepped, np.array([2, 0, 0, 4, 5, 3]))  # beams move within their sentence
+    assert shuffled.cross_keys[0] is stepped.cross_keys[0]  # no copy
+    np.testing.assert_array_equal(shuffled.self_keys[0][0], stepped.self_keys[0][2])
+    dropped = backend.reorder(stepped, np.array([3, 4, 5]))  # sentence 0 finished
+    assert dropped.sentences.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(dropped.cross_keys[1], stepped.cross_keys[1][3:])
+    np.testing.assert_array_equal(dropped.source_mask, stepped.source_mask[3:])
