@@ -3,7 +3,7 @@
 Spaces installs ``requirements.txt`` before it copies the repository, so the folder carries everything itself: the
 front matter (``sdk: gradio``, ``sdk_version``, ``app_file``, ``python_version``), a torch-free
 ``requirements.txt`` pinned to the versions installed here, ``app.py``, the project's torch-free modules the app
-imports, and the float32 ONNX bundles (verified by their manifests' sha256 when the app loads them).
+imports, and the ONNX bundles (verified by their manifests' sha256 when the app loads them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from serve.bundle import load_manifest
+from serve.bundle import GRAPHS, load_manifest
 
 from .handlers import find_bundles
 
@@ -90,8 +90,7 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
     for bundle in bundles:
         manifest = load_manifest(bundle)
         graphs = manifest["graphs"]
-        files = [graphs["encoder"]["file"], graphs["decoder"]["file"], manifest["tokenizer"], "config.json",
-                 "manifest.json"]
+        files = [*(graphs[name]["file"] for name in GRAPHS), manifest["tokenizer"], "config.json", "manifest.json"]
         name = bundle.resolve().parent.name if bundle.resolve().name == "onnx" else bundle.resolve().name
         target = out / "models" / name / "onnx"
         target.mkdir(parents=True)
