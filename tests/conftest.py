@@ -10,6 +10,10 @@ torch.set_num_threads(1)  # tiny models gain nothing from threads, and it keeps 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+# Debian's chromium, driven by Playwright; never a browser download.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
 
 CORPUS = [
     ("A man rides a bike.", "Ein Mann fährt Fahrrad."),

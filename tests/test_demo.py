@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, free_port
 from demo import figures, handlers, lesson
 from serve import Translator
 
@@ -229,11 +229,6 @@ def test_translate_through_gradio_client(app_url, directions):
         client.predict("A dog.", EN_DE, 12, api_name="/translate")
     # the app still answers after refusing
     assert client.predict("A dog.", EN_DE, 1, api_name="/translate")[0]
-
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 
 
 def shading(page) -> np.ndarray:

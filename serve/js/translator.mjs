@@ -1,0 +1,362 @@
+// Translate with an attention-mt ONNX bundle in Node (onnxruntime-node) or the browser (onnxruntime-web).
+//
+//   const translator = await Translator.load("models/en-de/onnx");            // Node: a folder
+//   const translator = await Translator.load(new URL("bundle/", location), { ort });  // browser: URLs
+//   const [result] = await translator.translate(["Two dogs play."], { beamSize: 5 });
+//
+// The same search as Python's core/search.py (greedy and beam, length penalty, the 1.5 n + 10 length rule,
+// finished sentences dropped), on the bundle's graphs; the manifest is the contract (format version, file list,
+// sha256 of every file read).
+
+import { Tokenizer } from "@huggingface/tokenizers";
+
+export const BUNDLE_FORMAT = "attention-mt-onnx";
+export const BUNDLE_FORMAT_VERSION = 2;
+const GRAPHS = ["encoder", "decoder_step", "decoder"];
+
+export class BundleError extends Error {}
+
+function isUrl(bundle) {
+  return bundle instanceof URL || /^(https?|file|blob):/.test(String(bundle));
+}
+
+async function readBytes(bundle, name) {
+  if (isUrl(bundle)) {
+    const base = String(bundle).endsWith("/") ? String(bundle) : `${bundle}/`;
+    const response = await fetch(new URL(name, base));
+    if (!response.ok) throw new BundleError(`${name} is listed in the manifest but missing (${response.status})`);
+    return new Uint8Array(await response.arrayBuffer());
+  }
+  const { readFile } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  try {
+    return new Uint8Array(await readFile(join(String(bundle), name)));
+  } catch (error) {
+    if (error.code === "ENOENT") {
+      throw new BundleError(`${join(String(bundle), name)} is listed in the manifest but missing`);
+    }
+    throw error;
+  }
+}
+
+async function sha256Hex(bytes) {
+  const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A tokenizer.json read as it is: never a hub download, no tokenizer_config.json needed. */
+export class BundleTokenizer {
+  constructor(tokenizerJson) {
+    this.tokenizer = new Tokenizer(tokenizerJson, {});
+    this.unkId = this.tokenizer.model.tokens_to_ids.get("<unk>");
+    this.knownCharacters = new Map();
+  }
+
+  encode(text) {
+    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  tokens(ids) {
+    return ids.map((id) => this.tokenizer.model.vocab[id]);
+  }
+
+  /** How many characters of text the model cannot read (they become <unk>), as Python's unknown_characters. */
+  unknownCharacters(text) {
+    let count = 0;
+    for (const character of text) {
+      if (/\s/.test(character)) continue;
+      if (!this.knownCharacters.has(character)) {
+        this.knownCharacters.set(character, !this.encode(character).includes(this.unkId));
+      }
+      if (!this.knownCharacters.get(character)) count += 1;
+    }
+    return count;
+  }
+
+  /** Specials vanish (the file's decoder), a dropped <unk> leaves no double space, as in Python's decode. */
+  decode(ids) {
+    if (ids.length === 0) return "";
+    const text = this.tokenizer.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    return text.replace(/ {2,}/g, " ").trim();
+  }
+}
+
+function lengthNormalized(logProb, length, lengthPenalty) {
+  return logProb / Math.max(length, 1) ** lengthPenalty;
+}
+
+/**
+ * Beam search for sentences whose encoded state is `state`; a port of core/search.py's beam_search.
+ * backend: { config, step(lastTokens, state, k) -> {logProbs, ids, state}, reorder(state, index) -> state }.
+ * Returns, per sentence, its nBest hypotheses {tokenIds, logProb, score, finished}, best first.
+ */
+export async function beamSearch(backend, state, maxLengths, { beamSize = 5, lengthPenalty = 1.0, nBest = 1 } = {}) {
+  if (!(beamSize >= 1)) throw new RangeError(`beamSize must be >= 1, got ${beamSize}`);
+  if (!(nBest >= 1 && nBest <= beamSize)) throw new RangeError(`nBest must be between 1 and beamSize (${beamSize})`);
+  const { vocab_size: vocabSize, eos_id: eosId, bos_id: bosId } = backend.config;
+  const finished = maxLengths.map(() => []);
+  let active = maxLengths.map((_, i) => i);
+  let group = 1; // state rows per sentence: one until the first step has chosen beamSize beams
+  let scores = active.map(() => [0]);
+  let history = active.map(() => []);
+  let lastTokens = active.map(() => bosId);
+  const k = Math.min(2 * beamSize, vocabSize);
+  const longest = Math.max(0, ...maxLengths);
+
+  for (let step = 0; step < longest; step++) {
+    const out = await backend.step(lastTokens, state, k);
+    state = out.state;
+    const keepRows = [], nextScores = [], nextTokens = [], stillActive = [];
+    active.forEach((sentence, row) => {
+      const candidates = [];
+      for (let beam = 0; beam < group; beam++) {
+        for (let j = 0; j < k; j++) {
+          const r = row * group + beam;
+          const token = out.ids[r * k + j];
+          candidates.push({ total: scores[row][beam] + out.logProbs[r * k + j], flat: beam * vocabSize + token });
+        }
+      }
+      // Best first; equal scores by beam, then token id, as a search over all [group, V] would order them.
+      candidates.sort((a, b) => (b.total - a.total) || (a.flat - b.flat));
+      const beams = [];
+      for (let rank = 0; rank < Math.min(2 * beamSize, candidates.length); rank++) {
+        const { total, flat } = candidates[rank];
+        if (total === -Infinity) break;
+        const beam = Math.floor(flat / vocabSize), token = flat % vocabSize;
+        const sourceRow = row * group + beam;
+        if (token === eosId) {
+          if (rank < beamSize) {
+            const tokens = history[sourceRow];
+            finished[sentence].push({ tokenIds: tokens, logProb: total,
+              score: lengthNormalized(total, tokens.length + 1, lengthPenalty), finished: true });
+          }
+        } else if (beams.length < beamSize) {
+          beams.push([sourceRow, token, total]);
+        }
+      }
+      const atMaxLength = step + 1 >= maxLengths[sentence];
+      if (atMaxLength) {
+        for (const [sourceRow, token, total] of beams) {
+          const tokens = [...history[sourceRow], token];
+          finished[sentence].push({ tokenIds: tokens, logProb: total,
+            score: lengthNormalized(total, tokens.length, lengthPenalty), finished: false });
+        }
+      }
+      if (finished[sentence].length >= beamSize || atMaxLength || beams.length === 0) return;
+      while (beams.length < beamSize) beams.push([beams[0][0], beams[0][1], -Infinity]);
+      stillActive.push(sentence);
+      for (const [sourceRow, token, total] of beams) {
+        keepRows.push(sourceRow);
+        nextTokens.push(token);
+        nextScores.push(total);
+      }
+    });
+    if (stillActive.length === 0) break;
+    state = backend.reorder(state, keepRows); // the visible beam reordering (after step 0 it grows the beams)
+    group = beamSize;
+    lastTokens = nextTokens;
+    history = keepRows.map((sourceRow, i) => [...history[sourceRow], nextTokens[i]]);
+    scores = stillActive.map((_, s) => nextScores.slice(s * group, (s + 1) * group));
+    active = stillActive;
+  }
+  return finished.map((found) => found.slice().sort((a, b) => b.score - a.score).slice(0, nBest));
+}
+
+/** Rows of a [rows, ...rest] float32 array, selected by index into a new array. */
+function takeRows(data, rowSize, index) {
+  const out = new Float32Array(index.length * rowSize);
+  index.forEach((from, to) => out.set(data.subarray(from * rowSize, (from + 1) * rowSize), to * rowSize));
+  return out;
+}
+
+/** The bundle's graphs under onnxruntime (node or web) as a search backend. */
+class OnnxBackend {
+  constructor(ort, sessions, config, topK) {
+    this.ort = ort;
+    this.sessions = sessions;
+    this.config = config;
+    this.topK = topK;
+    this.dHead = config.d_model / config.n_heads;
+  }
+
+  padBatch(sequences, padId) {
+    const width = Math.max(...sequences.map((s) => s.length));
+    const data = new BigInt64Array(sequences.length * width).fill(BigInt(padId));
+    sequences.forEach((s, row) => s.forEach((id, j) => { data[row * width + j] = BigInt(id); }));
+    return { data, width };
+  }
+
+  async encode(sources) {
+    const { data, width } = this.padBatch(sources, this.config.pad_id);
+    const outputs = await this.sessions.encoder.run({
+      source_ids: new this.ort.Tensor("int64", data, [sources.length, width]) });
+    return { outputs, width };
+  }
+
+  async start(sources) {
+    const { outputs, width } = await this.encode(sources);
+    const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads;
+    const layerSize = B * H * width * this.dHead; // cross_keys is [L, B, H, S, d_head]
+    const split = (tensor) => Array.from({ length: L }, (_, l) => tensor.data.slice(l * layerSize, (l + 1) * layerSize));
+    const mask = new Uint8Array(B * width);
+    sources.forEach((s, row) => mask.fill(1, row * width, row * width + s.length));
+    const empty = Array.from({ length: L }, () => new Float32Array(0));
+    return { rows: B, sourceLength: width, pastLength: 0, sentences: sources.map((_, i) => i), mask,
+      selfKeys: empty, selfValues: empty, crossKeys: split(outputs.cross_keys), crossValues: split(outputs.cross_values) };
+  }
+
+  async step(lastTokens, state, k) {
+    if (k > this.topK) {
+      throw new RangeError(`this bundle's step graph returns ${this.topK} tokens per row; beamSize must be at most ${this.topK / 2}`);
+    }
+    const { Tensor } = this.ort;
+    const N = state.rows, H = this.config.n_heads, D = this.dHead, S = state.sourceLength, P = state.pastLength;
+    const feeds = {
+      target_ids: new Tensor("int64", BigInt64Array.from(lastTokens, BigInt), [N, 1]),
+      source_mask: new Tensor("bool", state.mask, [N, S]),
+    };
+    for (let l = 0; l < this.config.n_decoder_layers; l++) {
+      feeds[`past_key_${l}`] = new Tensor("float32", state.selfKeys[l], [N, H, P, D]);
+      feeds[`past_value_${l}`] = new Tensor("float32", state.selfValues[l], [N, H, P, D]);
+      feeds[`cross_key_${l}`] = new Tensor("float32", state.crossKeys[l], [N, H, S, D]);
+      feeds[`cross_value_${l}`] = new Tensor("float32", state.crossValues[l], [N, H, S, D]);
+    }
+    const out = await this.sessions.decoder_step.run(feeds);
+    const logProbs = new Float32Array(N * k), ids = new Array(N * k);
+    for (let r = 0; r < N; r++) {
+      for (let j = 0; j < k; j++) {
+        logProbs[r * k + j] = out.top_log_probs.data[r * this.topK + j];
+        ids[r * k + j] = Number(out.top_ids.data[r * this.topK + j]);
+      }
+    }
+    const layers = [...Array(this.config.n_decoder_layers).keys()];
+    return { logProbs, ids, state: { ...state, pastLength: P + 1,
+      selfKeys: layers.map((l) => out[`present_key_${l}`].data),
+      selfValues: layers.map((l) => out[`present_value_${l}`].data) } };
+  }
+
+  reorder(state, index) {
+    const H = this.config.n_heads, D = this.dHead, S = state.sourceLength;
+    const selfRow = H * state.pastLength * D, crossRow = H * S * D;
+    const sentences = index.map((i) => state.sentences[i]);
+    const sameSources = sentences.length === state.sentences.length && sentences.every((s, i) => s === state.sentences[i]);
+    const next = { ...state, rows: index.length, sentences,
+      selfKeys: state.selfKeys.map((a) => takeRows(a, selfRow, index)),
+      selfValues: state.selfValues.map((a) => takeRows(a, selfRow, index)) };
+    if (sameSources) return next; // beams moved within their sentences: the same cross rows
+    const mask = new Uint8Array(index.length * S);
+    index.forEach((from, to) => mask.set(state.mask.subarray(from * S, (from + 1) * S), to * S));
+    return { ...next, mask, crossKeys: state.crossKeys.map((a) => takeRows(a, crossRow, index)),
+      crossValues: state.crossValues.map((a) => takeRows(a, crossRow, index)) };
+  }
+
+  /** Teacher-forced cross-attention of the chosen tokens: [layers][heads][T][S] per sentence. */
+  async crossAttention(sources, decoderInputs) {
+    const { Tensor } = this.ort;
+    const { outputs, width } = await this.encode(sources);
+    const target = this.padBatch(decoderInputs, this.config.pad_id);
+    const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads, D = this.dHead;
+    const mask = new Uint8Array(B * width);
+    sources.forEach((s, row) => mask.fill(1, row * width, row * width + s.length));
+    const empty = new Tensor("float32", new Float32Array(0), [L, B, H, 0, D]);
+    const out = await this.sessions.decoder.run({
+      target_ids: new Tensor("int64", target.data, [B, target.width]), source_mask: new Tensor("bool", mask, [B, width]),
+      past_self_keys: empty, past_self_values: empty, cross_keys: outputs.cross_keys, cross_values: outputs.cross_values });
+    const T = target.width, weights = out.cross_attentions.data; // [L, B, H, T, S]
+    return sources.map((source, b) => Array.from({ length: L }, (_, l) => Array.from({ length: H }, (_, h) =>
+      Array.from({ length: decoderInputs[b].length }, (_, t) => {
+        const offset = (((l * B + b) * H + h) * T + t) * width;
+        return Array.from(weights.subarray(offset, offset + source.length));
+      }))));
+  }
+}
+
+export class Translator {
+  /**
+   * Load a bundle: a folder (Node) or a URL (browser and Node). Checks the manifest's format and version and the
+   * sha256 of every file it reads, and names the file that is missing or changed. `ort` is onnxruntime-node or
+   * onnxruntime-web (Node imports onnxruntime-node when it is not given); `threads` sets intra-op threads.
+   */
+  static async load(bundle, { ort, threads = 1 } = {}) {
+    ort = ort ?? await import("onnxruntime-node");
+    let manifest;
+    try {
+      manifest = JSON.parse(new TextDecoder().decode(await readBytes(bundle, "manifest.json")));
+    } catch (error) {
+      if (error instanceof BundleError) throw new BundleError(`no manifest.json in ${bundle}: not an exported bundle`);
+      throw new BundleError(`${bundle}/manifest.json is not valid JSON: ${error.message}`);
+    }
+    if (manifest.format !== BUNDLE_FORMAT) throw new BundleError(`${bundle}/manifest.json is not an ${BUNDLE_FORMAT} manifest`);
+    if (manifest.format_version !== BUNDLE_FORMAT_VERSION) {
+      throw new BundleError(`${bundle} has format_version ${manifest.format_version}; this version reads ${BUNDLE_FORMAT_VERSION}`);
+    }
+    const files = {};
+    for (const name of [...GRAPHS.map((g) => manifest.graphs[g].file), manifest.tokenizer]) {
+      const bytes = await readBytes(bundle, name);
+      const expected = manifest.files[name]?.sha256;
+      if (!expected) throw new BundleError(`${name} is not listed in the manifest`);
+      if (await sha256Hex(bytes) !== expected) {
+        throw new BundleError(`${bundle}/${name} does not match its sha256 in the manifest: the file was changed or corrupted`);
+      }
+      files[name] = bytes;
+    }
+    const options = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" };
+    const sessions = {};
+    for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graph].file], options);
+    const tokenizer = new BundleTokenizer(JSON.parse(new TextDecoder().decode(files[manifest.tokenizer])));
+    return new Translator(new OnnxBackend(ort, sessions, manifest.config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
+  }
+
+  constructor(backend, tokenizer, manifest) {
+    this.backend = backend;
+    this.tokenizer = tokenizer;
+    this.manifest = manifest;
+    this.config = manifest.config;
+  }
+
+  get sourceLang() { return this.manifest.languages?.source ?? null; }
+  get targetLang() { return this.manifest.languages?.target ?? null; }
+  /** The most tokens a source may have (its EOS takes one more position). */
+  get maxSourceTokens() { return this.config.max_positions - 1; }
+
+  /**
+   * Translate texts, returned in input order: {source, text, tokens, tokenIds, score, unknownCharacters,
+   * hypotheses, crossAttention?}. beamSize 1 is greedy; the output has at most 1.5 n + 10 tokens (EOS counted) and
+   * at most maxLength. An empty text gives "". A source over maxSourceTokens is an error. returnAttention adds the
+   * cross-attention of the chosen tokens, [layers][heads][steps][source tokens].
+   */
+  async translate(texts, { beamSize = 5, lengthPenalty = 1.0, maxLength = null, nBest = 1, batchSize = 32,
+    returnAttention = false } = {}) {
+    if (typeof texts === "string") throw new TypeError("translate() takes an array of texts; wrap a single text in one");
+    const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
+    const encoded = texts.map((text, i) => {
+      const ids = this.tokenizer.encode(text);
+      if (ids.length + 1 > maxPositions) {
+        throw new RangeError(`source ${i} has ${ids.length + 1} tokens, more than the model's max_positions (${maxPositions})`);
+      }
+      return ids.length ? [...ids, eos] : [];
+    });
+    const results = texts.map((text, i) => encoded[i].length ? null : { source: text, text: "", tokens: [], tokenIds: [],
+      score: 0, unknownCharacters: 0, hypotheses: [{ tokenIds: [], logProb: 0, score: 0, finished: true }],
+      ...(returnAttention ? { crossAttention: [] } : {}) });
+    const order = texts.map((_, i) => i).filter((i) => encoded[i].length)
+      .sort((a, b) => encoded[a].length - encoded[b].length); // stable, as Python's sorted
+    for (let start = 0; start < order.length; start += batchSize) {
+      const batch = order.slice(start, start + batchSize);
+      const sources = batch.map((i) => encoded[i]);
+      const maxLengths = sources.map((ids) => Math.min(maxPositions - 1, Math.floor(1.5 * ids.length + 10),
+        maxLength ?? maxPositions - 1));
+      const state = await this.backend.start(sources);
+      const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest });
+      const attention = returnAttention ? await this.backend.crossAttention(sources, found.map(([best]) =>
+        [bos, ...best.tokenIds, ...(best.finished ? [eos] : [])].slice(0, -1))) : null;
+      batch.forEach((i, b) => {
+        const best = found[b][0];
+        results[i] = { source: texts[i], text: this.tokenizer.decode(best.tokenIds), tokens: this.tokenizer.tokens(best.tokenIds),
+          tokenIds: best.tokenIds, score: best.score, unknownCharacters: this.tokenizer.unknownCharacters(texts[i]),
+          hypotheses: found[b], ...(attention ? { crossAttention: attention[b] } : {}) };
+      });
+    }
+    return results;
+  }
+}
