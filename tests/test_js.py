@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, free_port
+from conftest import CHROMIUM, CHROMIUM_FLAGS, MULTI30K, ROOT, free_port
+from core.data import read_lines
 
 JS = ROOT / "serve" / "js"
 
@@ -57,6 +58,25 @@ def static_server(node_modules, tmp_path):
         log.close()
 
 
+BROWSER_TRANSLATE = """async ([pair, texts, beamSize]) => {
+  const ort = await import("onnxruntime-web");
+  const { Translator } = await import("/serve/js/translator.mjs");
+  const translator = await Translator.load(new URL(`/models/${pair}/onnx/`, location.href), { ort });
+  return (await translator.translate(texts, { beamSize })).map((result) => result.text);
+}"""
+
+
+def browser_parity_sentences() -> dict[str, list[str]]:
+    """Real sentences per shipped model: test_2016_flickr's first 40 when ../shared is here, else written ones."""
+    written = {"en-de": ["Two dogs play in the snow.", "A woman with sunglasses is reading a book on the beach.",
+                         "A group of men play soccer on a dirt field."],
+               "de-en": ["Eine Frau mit Sonnenbrille sitzt auf einer Bank im Park.", "Ein Mann fährt Fahrrad.",
+                         "Drei Männer arbeiten auf einer Baustelle neben der Straße."]}
+    if not MULTI30K.is_dir():
+        return written
+    return {pair: read_lines(MULTI30K / f"test_2016_flickr.{pair[:2]}")[:40] for pair in written}
+
+
 def test_example_page_translates_in_the_browser_like_python(static_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -83,6 +103,11 @@ def test_example_page_translates_in_the_browser_like_python(static_server, tmp_p
             weight = float(expected.attention.cross[-1, :, 0, 0].mean())
             assert first.endswith(f"{weight:.3f}"), (first, weight)
             page.screenshot(path=str(tmp_path / "js-example.png"), full_page=True)
+            for pair, texts in browser_parity_sentences().items():  # the browser build on more sentences
+                translator = Translator(ROOT / "models" / pair / "onnx")
+                for beam in (1, 5):
+                    ours = page.evaluate(BROWSER_TRANSLATE, [pair, texts, beam])
+                    assert ours == [t.text for t in translator.translate(texts, beam_size=beam)], (pair, beam)
             assert float(page.locator("#status").get_attribute("data-milliseconds")) > 0
             assert errors == [] and outside == [], (errors, outside)
         finally:
