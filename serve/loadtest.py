@@ -1,4 +1,4 @@
-"""A bounded load generator for ``python -m serve http``: fixed clients, fixed duration, loopback only.
+"""A bounded load generator for ``python -m serve http``: fixed clients, fixed duration, this machine only.
 
     python -m serve.loadtest --url http://127.0.0.1:8000 --clients 64 --seconds 60 \\
         --input test_2016_flickr.en [--beam 5] [--compare-offline models/en-de/onnx]
@@ -36,12 +36,26 @@ SAMPLE = [
 ]
 
 
+def is_own_address(address: str) -> bool:
+    """True for loopback and for an address of this host (or network namespace): one it can bind to."""
+    address = address.split("%")[0]
+    if ipaddress.ip_address(address).is_loopback:
+        return True
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def require_loopback(url: str) -> None:
-    """Refuse any target that is not this machine: a load test never leaves loopback."""
+    """Refuse any target that is not this machine (or this network namespace): a load test never leaves it."""
     host = urlparse(url).hostname or ""
     addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise SystemExit(f"error: {url} is not a loopback address; this load generator only targets this machine")
+    if not addresses or not all(is_own_address(a) for a in addresses):
+        raise SystemExit(f"error: {url} is not an address of this machine; this load generator only targets it")
 
 
 def percentile(values: list[float], q: float) -> float:
