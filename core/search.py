@@ -10,6 +10,7 @@ growing a batch into beams after the first step and dropping finished sentences 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -280,25 +281,14 @@ def translate(
                 attention=attention,
             )
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        done = pool.map(translate_batch, batches) if workers > 1 else map(translate_batch, batches)
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(batches), desc="translating", unit="batch")
-    if workers > 1 and len(batches) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(translate_batch, batches):
-                if bar is not None:
-                    bar.update()
-    else:
-        for batch in batches:
-            translate_batch(batch)
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+            done = tqdm(done, total=len(batches), desc="translating", unit="batch")
+        for _ in done:
+            pass
     return results  # type: ignore[return-value]
 
 

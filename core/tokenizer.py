@@ -154,5 +154,8 @@ class Tokenizer:
         text = self._tokenizer.decode(list(ids))  # the decoder drops special tokens (see the module docstring)
         return re.sub(" {2,}", " ", text).strip()  # a dropped <unk> word leaves two spaces behind
 
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
     def id_to_token(self, token_id: int) -> str:
         return self._tokenizer.id_to_token(int(token_id))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,16 @@ table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); 
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
 
 
-def page_error(error: handlers.DemoInputError) -> gr.Error:
-    return gr.Error(str(error), print_exception=False)
+def shown_on_page(handler):
+    """The handler, with its DemoInputError turned into gr.Error: the only kind of error the page shows."""
+    @functools.wraps(handler)
+    def wrapper(*args):
+        try:
+            return handler(*args)
+        except handlers.DemoInputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return wrapper
 
 
 def head_choices(heads: int) -> list[tuple[str, str]]:
@@ -71,22 +80,18 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     default_direction = next((label for label in directions if label.startswith("English")), next(iter(directions)))
     examples = [[direction, text] for direction, text in EXAMPLES if direction in directions]
 
+    @shown_on_page
     def translate(text: str, direction: str, beam_size: int):
-        try:
-            result = handlers.translate_text(directions, direction, text, beam_size)
-        except handlers.DemoInputError as error:
-            raise page_error(error) from None
+        result = handlers.translate_text(directions, direction, text, beam_size)
         return result.text, handlers.notices_markdown(result), result
 
+    @shown_on_page
     def views(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str):
         if result is None:
             return (gr.skip(),) * 5
         layers = handlers.layer_count(result, kind)
         layer = str(min(int(layer), layers))
-        try:
-            drawn = handlers.attention_views(result, kind, int(layer), head)
-        except handlers.DemoInputError as error:
-            raise page_error(error) from None
+        drawn = handlers.attention_views(result, kind, int(layer), head)
         return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html,
                 gr.update(choices=[str(n) for n in range(1, layers + 1)], value=layer), gr.update(visible=True))
 
@@ -95,17 +100,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
             return gr.skip()
         return gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True)
 
-    def worked_example(seed: float):
-        try:
-            return handlers.worked_example_view(seed)
-        except handlers.DemoInputError as error:
-            raise page_error(error) from None
-
-    def positional_encoding(length: float, d_model: float):
-        try:
-            return handlers.positional_encoding_view(length, d_model)
-        except handlers.DemoInputError as error:
-            raise page_error(error) from None
+    worked_example = shown_on_page(handlers.worked_example_view)
+    positional_encoding = shown_on_page(handlers.positional_encoding_view)
 
     lesson_html, lesson_figure = handlers.worked_example_view(0)
     with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,

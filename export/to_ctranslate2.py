@@ -104,7 +104,7 @@ def ctranslate2_spec(model: Transformer, tokenizer: Tokenizer):
 
 def source_tokens(tokenizer: Tokenizer, texts: list[str], eos: str) -> list[list[str]]:
     """What CTranslate2 reads: our subword strings and EOS (it adds nothing itself)."""
-    return [tokenizer.tokenize(text) + [eos] if tokenizer.encode(text) else [] for text in texts]
+    return [tokens + [eos] if tokens else [] for tokens in map(tokenizer.tokenize, texts)]
 
 
 def max_decoding_length(tokens: list[list[str]], max_positions: int) -> int:

@@ -99,17 +99,17 @@ def ctranslate2_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callabl
     from export.to_ctranslate2 import max_decoding_length, source_tokens
 
     tokenizer = Tokenizer.load(model_dir)
-    max_positions = TransformerConfig.load(model_dir).max_positions
+    config = TransformerConfig.load(model_dir)
     quantization = None if settings["compute_type"] == "float32" else settings["compute_type"]
     engine = ctranslate2.Translator(str(ctranslate2_model(model_dir, quantization)), device="cpu",
                                     compute_type=settings["compute_type"], inter_threads=settings["inter_threads"],
                                     intra_threads=settings["intra_threads"])
-    eos = tokenizer.id_to_token(2)
+    eos = tokenizer.id_to_token(config.eos_id)
 
     def run(texts, beam_size, batch_size):
         tokens = source_tokens(tokenizer, list(texts), eos)
         results = engine.translate_batch(tokens, beam_size=beam_size, max_batch_size=batch_size,
-                                         max_decoding_length=max_decoding_length(tokens, max_positions))
+                                         max_decoding_length=max_decoding_length(tokens, config.max_positions))
         return [result.hypotheses[0] for result in results]
 
     return run, detokenizer(tokenizer)
@@ -130,8 +130,7 @@ RUNNERS = {"serve": serve_runner, "torch": torch_runner, "ctranslate2": ctransla
 
 
 def detokenizer(tokenizer) -> Callable[[list[str]], str]:
-    vocabulary = tokenizer._tokenizer.get_vocab()
-    return lambda tokens: tokenizer.decode([vocabulary[token] for token in tokens])
+    return lambda tokens: tokenizer.decode([tokenizer.token_to_id(token) for token in tokens])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
