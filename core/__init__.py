@@ -1,7 +1,8 @@
 """core: the Transformer written from the formulas, with its tokenizer, data, search, training and evaluation.
 
-The torch-free parts (config, tokenizer, data, search) import without torch; the model parts load torch on
-first use, so ``serve/`` and ``demo/`` can share the search and tokenizer without it.
+The torch-free parts (config, tokenizer, data, search, the translator shape and the ONNX bundle format in
+:mod:`core.bundle`) import without torch; the model parts load torch on first use, so ``serve/`` and ``demo/`` can
+share the search, tokenizer and bundle loading without it.
 """
 
 from importlib import import_module
@@ -9,6 +10,7 @@ from importlib import import_module
 from .config import PRESETS, TransformerConfig
 from .search import Hypothesis, Translation, beam_search, translate
 from .tokenizer import Tokenizer
+from .translator import BaseTranslator
 
 _TORCH_EXPORTS = {
     "scaled_dot_product_attention": "attention",
@@ -20,7 +22,7 @@ _TORCH_EXPORTS = {
     "EncoderOutput": "model",
     "DecoderOutput": "model",
     "TorchBackend": "decoding",
-    "Translator": "decoding",
+    "TorchTranslator": "decoding",
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "beam_search",
     "translate",
     "Tokenizer",
+    "BaseTranslator",
     *_TORCH_EXPORTS,
 ]
 

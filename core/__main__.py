@@ -20,11 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0)
     args = parser.parse_args(argv)
 
-    from .decoding import Translator
+    from .decoding import TorchTranslator
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
     try:
-        translator = Translator.from_pretrained(args.model)
+        translator = TorchTranslator(args.model)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"cannot load model: {error}")
     results = translator.translate(texts, beam_size=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import torch
 from torch import Tensor
 
 from .model import KVCache, Transformer
-from .search import Translation, translate
 from .tokenizer import Tokenizer
+from .translator import BaseTranslator
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,14 @@ class TorchBackend:
         return TorchState(state.source_mask.index_select(0, index_tensor), state.cache.reorder(index_tensor))
 
 
-class Translator:
-    """A model folder (config.json, model.safetensors, tokenizer.json) ready to translate with PyTorch."""
+class TorchTranslator(BaseTranslator):
+    """A model folder (config.json, model.safetensors, tokenizer.json) translated with PyTorch::
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer) -> None:
-        tokenizer.check_compatible(model.config)
-        self.model = model
-        self.tokenizer = tokenizer
-        self.backend = TorchBackend(model)
+        TorchTranslator("models/en-de").translate(["Two dogs run through the snow."], beam_size=5)[0].text
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "Translator":
-        return cls(Transformer.from_pretrained(directory, device=device), Tokenizer.load(directory))
+    The same ``translate`` keywords and results as ``serve.Translator`` (both are :class:`BaseTranslator`).
+    """
 
-    def translate(self, texts: Sequence[str], **options) -> list[Translation]:
-        """Translate texts; options are those of :func:`core.search.translate` (beam_size=1 is greedy)."""
-        return translate(self.backend, self.tokenizer, texts, **options)
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", workers: int = 1) -> None:
+        self.model = Transformer.from_pretrained(model_dir, device=device)
+        super().__init__(TorchBackend(self.model), Tokenizer.load(model_dir), workers=workers)

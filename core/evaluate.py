@@ -22,7 +22,9 @@ from pathlib import Path
 
 import sacrebleu
 
+from .bundle import MANIFEST_FILE, OnnxBackend
 from .data import read_lines
+from .translator import BaseTranslator, available_cores
 
 
 def tokenize_lowercase(texts: Sequence[str], lang: str) -> list[str]:
@@ -77,15 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
     tokenized_references = read_lines(args.ref_tok) if args.ref_tok else None
     lang = args.tgt_lang or Path(args.ref).suffix.lstrip(".") or "en"
-    from serve import Translator as BundleTranslator  # torch-free
-    from serve.bundle import MANIFEST_FILE
-
-    if (args.model / MANIFEST_FILE).is_file():
-        translator = BundleTranslator(args.model)
+    if (args.model / MANIFEST_FILE).is_file():  # an ONNX bundle, translated by onnxruntime without torch
+        backend, tokenizer, _ = OnnxBackend.from_bundle(args.model, threads=1)
+        translator = BaseTranslator(backend, tokenizer, workers=available_cores())
     else:
-        from .decoding import Translator
+        from .decoding import TorchTranslator
 
-        translator = Translator.from_pretrained(args.model, device=args.device)
+        translator = TorchTranslator(args.model, device=args.device)
     started = time.time()
     translations = translator.translate(
         sources, beam_size=args.beam, length_penalty=args.length_penalty, batch_size=args.batch_size, progress=True

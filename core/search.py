@@ -10,7 +10,7 @@ growing a batch into beams after the first step and dropping finished sentences 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -223,16 +223,16 @@ def translate(
     n_best: int = 1,
     return_attention: bool = False,
     batch_size: int = 64,
-    workers: int = 1,
+    pool: Executor | None = None,
     progress: bool = False,
 ) -> list[Translation]:
     """Translate texts with beam search (``beam_size=1`` is greedy).
 
     The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens, EOS
     included, and at most ``max_length`` when given. A text that is empty after normalization translates to "" without
-    running the model. Texts are batched by length and returned in input order; ``workers`` threads search
+    running the model. Texts are batched by length and returned in input order; with a ``pool``, its threads search
     different batches at the same time with the same backend (which must allow concurrent calls, as onnxruntime
-    and torch do), and a batch's results do not depend on which worker ran it. ``return_attention`` adds every
+    and torch do), and a batch's results do not depend on which thread ran it. ``return_attention`` adds every
     layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
     ``backend.attend`` over its tokens.
     """
@@ -281,14 +281,14 @@ def translate(
                 attention=attention,
             )
 
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        done = pool.map(translate_batch, batches) if workers > 1 else map(translate_batch, batches)
-        if progress:
-            from tqdm import tqdm
+    parallel = pool is not None and len(batches) > 1
+    done = pool.map(translate_batch, batches) if parallel else map(translate_batch, batches)
+    if progress:
+        from tqdm import tqdm
 
-            done = tqdm(done, total=len(batches), desc="translating", unit="batch")
-        for _ in done:
-            pass
+        done = tqdm(done, total=len(batches), desc="translating", unit="batch")
+    for _ in done:
+        pass
     return results  # type: ignore[return-value]
 
 

@@ -31,10 +31,11 @@ from tqdm import tqdm
 from .checkpoint import STATE_FILE, average_weights, load_checkpoint, save_checkpoint
 from .config import PRESETS, TransformerConfig
 from .data import drop_empty, drop_long, read_corpus, token_batches
-from .decoding import Translator
+from .decoding import TorchBackend
 from .search import pad_batch
 from .model import Transformer
 from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .translator import BaseTranslator
 
 LOG_FILE = "train_log.jsonl"
 CURVES_FILE = "training_curves.png"
@@ -248,7 +249,7 @@ def validation_bleu(model: Transformer, tokenizer: Tokenizer, pairs, batch_size:
     import sacrebleu
 
     model.eval()
-    translations = Translator(model, tokenizer).translate([s for s, _ in pairs], beam_size=1, batch_size=batch_size)
+    translations = BaseTranslator(TorchBackend(model), tokenizer).translate([s for s, _ in pairs], beam_size=1, batch_size=batch_size)
     model.train()
     return sacrebleu.corpus_bleu([t.text for t in translations], [[r for _, r in pairs]]).score
 
@@ -309,34 +310,13 @@ def select_final_weights(
     return {"chosen": chosen, "epochs": candidates[chosen], "valid_bleu_greedy": scores}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
-    run = Run(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+def load_data(args: argparse.Namespace, run: Run, init_from_config: TransformerConfig | None):
+    """The corpora, the tokenizer (trained, copied from --init-from, or the run's own) and the model config."""
     out: Path = args.out
-    checkpoints = out / "checkpoints"
-    last_checkpoint = checkpoints / "last"
-    if args.resume and not last_checkpoint.is_dir():
-        sys.exit(f"--resume: no checkpoint at {last_checkpoint}")
-    if not args.resume and ((out / LOG_FILE).exists() or last_checkpoint.exists()):
-        sys.exit(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    init_from_config = init_config(args) if args.init_from and not args.resume else None  # fails before any work
-    use_bf16 = args.precision == "bf16" or (
-        args.precision == "auto"
-        and (run.device.type == "cpu" or torch.cuda.is_bf16_supported())
-    )
-    autocast = (
-        torch.autocast(device_type=run.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    )
-
     train_pairs, report = drop_empty(read_corpus(args.src_train, args.tgt_train))
     run.print(f"train: {len(train_pairs)} pairs; {report}")
     valid_pairs, report = drop_empty(read_corpus(args.src_valid, args.tgt_valid))
     run.print(f"valid: {len(valid_pairs)} pairs; {report}")
-
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         if args.init_from and not (out / TOKENIZER_FILE).exists():
@@ -348,141 +328,192 @@ def main(argv: list[str] | None = None) -> None:
     run.barrier()
     tokenizer = Tokenizer.load(out)
     if args.resume:
-        config = TransformerConfig.load(last_checkpoint)
+        config = TransformerConfig.load(out / "checkpoints" / "last")
     elif args.init_from:
         config = init_from_config
     else:
         config = model_config(args, tokenizer.vocab_size)
     tokenizer.check_compatible(config)
+    return tokenizer, config, train_pairs, valid_pairs
 
-    train_examples = encode_pairs(tokenizer, train_pairs, config)
-    kept, report = drop_long(train_examples, args.max_length)
-    train_examples = [train_examples[i] for i in kept]
-    run.print(f"train: {report}")
-    valid_examples = encode_pairs(tokenizer, valid_pairs, config)
-    lengths = [(len(s), len(t)) for s, t in train_examples]
 
-    model = Transformer(config).to(run.device)
-    if args.init_from and not args.resume:
-        model.load_state_dict(Transformer.from_pretrained(args.init_from).state_dict())
-        run.print(f"initialized from {args.init_from}")
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay
-    )
-    state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0,
-             "commands": [], "args": {}}
-    history: list[dict] = []
-    if args.resume:
-        state = load_checkpoint(last_checkpoint, model, optimizer)
-        log_lines = (out / LOG_FILE).read_text().splitlines() if (out / LOG_FILE).exists() else []
+class Training:
+    """One training run's objects and state; :func:`main` calls its steps in order."""
+
+    def __init__(self, args: argparse.Namespace, argv: list[str] | None) -> None:
+        self.args = args
+        self.deadline = time.time() + args.max_minutes * 60 if args.max_minutes else math.inf
+        self.run = run = Run(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        torch.manual_seed(args.seed)
+        self.out: Path = args.out
+        self.checkpoints = self.out / "checkpoints"
+        self.last_checkpoint = self.checkpoints / "last"
+        if args.resume and not self.last_checkpoint.is_dir():
+            sys.exit(f"--resume: no checkpoint at {self.last_checkpoint}")
+        if not args.resume and ((self.out / LOG_FILE).exists() or self.last_checkpoint.exists()):
+            sys.exit(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
+        init_from_config = init_config(args) if args.init_from and not args.resume else None  # fails before any work
+        self.use_bf16 = args.precision == "bf16" or (
+            args.precision == "auto" and (run.device.type == "cpu" or torch.cuda.is_bf16_supported()))
+        self.autocast = (torch.autocast(device_type=run.device.type, dtype=torch.bfloat16) if self.use_bf16
+                         else nullcontext())
+
+        self.tokenizer, self.config, train_pairs, self.valid_pairs = load_data(args, run, init_from_config)
+        train_examples = encode_pairs(self.tokenizer, train_pairs, self.config)
+        kept, report = drop_long(train_examples, args.max_length)
+        self.train_examples = [train_examples[i] for i in kept]
+        run.print(f"train: {report}")
+        self.valid_examples = encode_pairs(self.tokenizer, self.valid_pairs, self.config)
+        self.lengths = [(len(s), len(t)) for s, t in self.train_examples]
+
+        self.model = Transformer(self.config).to(run.device)
+        if args.init_from and not args.resume:
+            self.model.load_state_dict(Transformer.from_pretrained(args.init_from).state_dict())
+            run.print(f"initialized from {args.init_from}")
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay
+        )
+        self.state = {"epoch": 0, "batch": 0, "step": 0, "train_seconds": 0.0, "best_bleu": -1.0, "bad_epochs": 0,
+                      "commands": [], "args": {}}
+        self.history: list[dict] = []
+        if args.resume:
+            self.restore()
+        self.state["commands"].append("python -m core.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+        self.state["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        self.trainable = torch.nn.parallel.DistributedDataParallel(self.model) if run.world_size > 1 else self.model
+        run.print(f"model: {self.model.num_parameters():,} parameters, {self.config}; device {run.device}, "
+                  f"bf16 {self.use_bf16}, {run.world_size} process(es)")
+        epoch_dirs = {int(p.name.split("-")[1]): p for p in self.checkpoints.glob("epoch-*") if p.is_dir()}
+        self.epoch_dirs = {epoch: path for epoch, path in epoch_dirs.items() if epoch <= self.state["epoch"]}
+
+    def restore(self) -> None:
+        """--resume: the checkpoint's weights, optimizer and state; log rows newer than the checkpoint dropped."""
+        self.state = load_checkpoint(self.last_checkpoint, self.model, self.optimizer)
+        log_lines = (self.out / LOG_FILE).read_text().splitlines() if (self.out / LOG_FILE).exists() else []
         history = [json.loads(line) for line in log_lines if line.strip()]
-        history = [row for row in history if row["epoch"] <= state["epoch"]]  # drop rows newer than the checkpoint
-        if run.main:
-            (out / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in history), encoding="utf-8")
-        state.setdefault("commands", [])
-        run.print(f"resumed from {last_checkpoint}: epoch {state['epoch'] + 1}, batch {state['batch']}, step {state['step']}")
-    state["commands"].append("python -m core.train " + shlex.join(sys.argv[1:] if argv is None else argv))
-    state["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    trainable = torch.nn.parallel.DistributedDataParallel(model) if run.world_size > 1 else model
-    run.print(f"model: {model.num_parameters():,} parameters, {config}; device {run.device}, bf16 {use_bf16}, "
-              f"{run.world_size} process(es)")
+        self.history = [row for row in history if row["epoch"] <= self.state["epoch"]]
+        if self.run.main:
+            (self.out / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in self.history), encoding="utf-8")
+        self.state.setdefault("commands", [])
+        self.run.print(f"resumed from {self.last_checkpoint}: epoch {self.state['epoch'] + 1}, "
+                       f"batch {self.state['batch']}, step {self.state['step']}")
 
-    def write_checkpoint(directory: Path) -> None:
-        save_checkpoint(directory, model, optimizer, dict(state))
+    def write_checkpoint(self, directory: Path) -> None:
+        save_checkpoint(directory, self.model, self.optimizer, dict(self.state))
 
-    epoch_dirs = {int(p.name.split("-")[1]): p for p in checkpoints.glob("epoch-*") if p.is_dir()}
-    epoch_dirs = {epoch: path for epoch, path in epoch_dirs.items() if epoch <= state["epoch"]}
-    stop = False
-    while state["epoch"] < args.max_epochs and not stop:
-        epoch = state["epoch"] + 1
-        batches = token_batches(lengths, args.max_tokens, seed=args.seed + epoch)
+    def train_epoch(self, epoch: int) -> tuple[bool, float, int, float]:
+        """Train until the epoch ends or the deadline passes: (finished, mean loss, target tokens, seconds)."""
+        args, run, state, config = self.args, self.run, self.state, self.config
+        batches = token_batches(self.lengths, args.max_tokens, seed=args.seed + epoch)
         batches = batches[: len(batches) // run.world_size * run.world_size][run.rank :: run.world_size]
         total_steps = state.setdefault("total_steps", args.max_epochs * len(batches))  # fixed at the first epoch
         learning_rate = partial(cosine_lr, total_steps=total_steps) if args.lr_schedule == "cosine" else inverse_sqrt_lr
-        model.train()
+        self.model.train()
         epoch_started = segment_started = time.time()  # segment: training time not yet added to the state
         loss_sum, token_count = torch.zeros((), device=run.device), 0
         progress = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch}", disable=not run.main or None,
                         leave=False, unit="batch")
         for batch_index in progress:
             source, target_in, target_out, tokens = collate(
-                [train_examples[i] for i in batches[batch_index]], config.pad_id, run.device
+                [self.train_examples[i] for i in batches[batch_index]], config.pad_id, run.device
             )
             state["step"] += 1
-            for group in optimizer.param_groups:
+            for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(state["step"], args.lr, args.warmup_steps)
             passes = 2 if args.rdrop > 0 else 1  # R-Drop: the batch twice, under two dropout masks
-            with autocast:
-                logits = trainable(source.repeat(passes, 1), target_in.repeat(passes, 1))  # [passes * B, T, V]
+            with self.autocast:
+                logits = self.trainable(source.repeat(passes, 1), target_in.repeat(passes, 1))  # [passes * B, T, V]
             if args.rdrop > 0:
                 loss = rdrop_loss(logits, target_out, config.pad_id, args.rdrop, args.label_smoothing)
             else:
                 loss = token_loss(logits, target_out, config.pad_id, label_smoothing=args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
-            optimizer.step()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip_norm)
+            self.optimizer.step()
             loss_sum += loss.detach() * tokens
             token_count += tokens
             state["batch"] = batch_index + 1
             if state["step"] % args.checkpoint_every == 0 and run.main:
                 state["train_seconds"] += time.time() - segment_started
                 segment_started = time.time()
-                write_checkpoint(last_checkpoint)
-            if deadline < math.inf and run.all_agree(time.time() > deadline):  # every process stops at one batch
+                self.write_checkpoint(self.last_checkpoint)
+            if self.deadline < math.inf and run.all_agree(time.time() > self.deadline):  # all stop at one batch
                 break
         epoch_seconds = time.time() - epoch_started
         state["train_seconds"] += time.time() - segment_started
-        finished_epoch = state["batch"] >= len(batches)
-        if not finished_epoch:  # stopped by --max-minutes inside the epoch
+        return state["batch"] >= len(batches), float(loss_sum) / max(token_count, 1), token_count, epoch_seconds
+
+    def validate(self, epoch: int, train_loss: float, token_count: int, epoch_seconds: float) -> None:
+        """Rank 0 after each epoch: validation loss (and BLEU), the log row, the epoch's weights, the checkpoint."""
+        args, state = self.args, self.state
+        valid_loss = validation_loss(self.model, self.valid_examples, args.max_tokens, self.run.device)
+        score_bleu = epoch % args.bleu_every == 0 or epoch == args.max_epochs
+        valid_bleu = (validation_bleu(self.model, self.tokenizer, self.valid_pairs, args.valid_batch_size)
+                      if score_bleu else None)
+        row = {
+            "epoch": epoch,
+            "step": state["step"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "valid_bleu": valid_bleu,
+            "target_tokens_per_s": token_count * self.run.world_size / max(epoch_seconds, 1e-9),
+            "train_seconds": state["train_seconds"],
+        }
+        self.history.append(row)
+        with (self.out / LOG_FILE).open("a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
+        if score_bleu:
+            improved = valid_bleu > state["best_bleu"]
+            state["best_bleu"] = max(state["best_bleu"], valid_bleu)
+            state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
+        self.epoch_dirs[epoch] = self.checkpoints / f"epoch-{epoch:03d}"
+        self.model.save_pretrained(self.epoch_dirs[epoch])
+        keep = (set(sorted(self.epoch_dirs)[-args.average_last:])
+                | set(best_by_bleu(self.epoch_dirs, self.history)[: args.average_last]))
+        for old in set(self.epoch_dirs) - keep:
+            shutil.rmtree(self.epoch_dirs.pop(old), ignore_errors=True)
+        self.write_checkpoint(self.last_checkpoint)
+        bleu_text = f"{valid_bleu:.2f}" if score_bleu else "-"
+        print(f"epoch {epoch} step {state['step']}: train loss {train_loss:.3f}, valid loss {valid_loss:.3f}, "
+              f"valid BLEU {bleu_text}, {row['target_tokens_per_s']:.0f} target tokens/s", flush=True)
+
+    def finish(self) -> None:
+        """Rank 0 at the end: the curves, the final weights chosen on validation BLEU, the summary."""
+        plot_curves(self.out / LOG_FILE, self.out / CURVES_FILE)
+        selection = select_final_weights(self.model, self.tokenizer, self.valid_pairs, self.epoch_dirs, self.history,
+                                         self.args)
+        self.model.save_pretrained(self.out)
+        summary = {"selection": selection, "epochs": self.state["epoch"], "steps": self.state["step"],
+                   "train_minutes": round(self.state["train_seconds"] / 60, 2), "commands": self.state["commands"],
+                   "parameters": self.model.num_parameters(), "config": dataclasses.asdict(self.config)}
+        (self.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {self.out}: {selection['chosen']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    training = Training(args, argv)
+    run, state = training.run, training.state
+    stop = False
+    while state["epoch"] < args.max_epochs and not stop:
+        epoch = state["epoch"] + 1
+        finished, train_loss, token_count, epoch_seconds = training.train_epoch(epoch)
+        if not finished:  # stopped by --max-minutes inside the epoch
             if run.main:
-                write_checkpoint(last_checkpoint)
+                training.write_checkpoint(training.last_checkpoint)
             run.print(f"time limit reached in epoch {epoch}; resume with --resume")
             break
         state["epoch"], state["batch"] = epoch, 0
-
         if run.main:
-            valid_loss = validation_loss(model, valid_examples, args.max_tokens, run.device)
-            score_bleu = epoch % args.bleu_every == 0 or epoch == args.max_epochs
-            valid_bleu = validation_bleu(model, tokenizer, valid_pairs, args.valid_batch_size) if score_bleu else None
-            row = {
-                "epoch": epoch,
-                "step": state["step"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": float(loss_sum) / max(token_count, 1),
-                "valid_loss": valid_loss,
-                "valid_bleu": valid_bleu,
-                "target_tokens_per_s": token_count * run.world_size / max(epoch_seconds, 1e-9),
-                "train_seconds": state["train_seconds"],
-            }
-            history.append(row)
-            with (out / LOG_FILE).open("a", encoding="utf-8") as log:
-                log.write(json.dumps(row) + "\n")
-            if score_bleu:
-                improved = valid_bleu > state["best_bleu"]
-                state["best_bleu"] = max(state["best_bleu"], valid_bleu)
-                state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
-            epoch_dirs[epoch] = checkpoints / f"epoch-{epoch:03d}"
-            model.save_pretrained(epoch_dirs[epoch])
-            keep = set(sorted(epoch_dirs)[-args.average_last:]) | set(best_by_bleu(epoch_dirs, history)[: args.average_last])
-            for old in set(epoch_dirs) - keep:
-                shutil.rmtree(epoch_dirs.pop(old), ignore_errors=True)
-            write_checkpoint(last_checkpoint)
-            bleu_text = f"{valid_bleu:.2f}" if score_bleu else "-"
-            print(f"epoch {epoch} step {state['step']}: train loss {row['train_loss']:.3f}, valid loss {valid_loss:.3f}, "
-                  f"valid BLEU {bleu_text}, {row['target_tokens_per_s']:.0f} target tokens/s", flush=True)
-        stop = run.all_agree(state["bad_epochs"] >= args.patience or time.time() > deadline)
-
-    if run.main and epoch_dirs:
-        plot_curves(out / LOG_FILE, out / CURVES_FILE)
-        selection = select_final_weights(model, tokenizer, valid_pairs, epoch_dirs, history, args)
-        model.save_pretrained(out)
-        summary = {"selection": selection, "epochs": state["epoch"], "steps": state["step"],
-                   "train_minutes": round(state["train_seconds"] / 60, 2), "commands": state["commands"],
-                   "parameters": model.num_parameters(), "config": dataclasses.asdict(config)}
-        (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {out}: {selection['chosen']}", flush=True)
+            training.validate(epoch, train_loss, token_count, epoch_seconds)
+        stop = run.all_agree(state["bad_epochs"] >= args.patience or time.time() > training.deadline)
+    if run.main and training.epoch_dirs:
+        training.finish()
     run.close()
 
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -103,71 +104,87 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     worked_example = shown_on_page(handlers.worked_example_view)
     positional_encoding = shown_on_page(handlers.positional_encoding_view)
 
-    lesson_html, lesson_figure = handlers.worked_example_view(0)
     with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         result_state = gr.State(None)
         with gr.Tab("Translate and inspect"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.MAX_CHARACTERS,
-                                        placeholder="A dog runs across a field of green grass.", elem_id="source")
-                with gr.Column(scale=1, min_width=220):
-                    direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
-                                            elem_id="direction")
-                    beam_size = gr.Slider(1, handlers.MAX_BEAM_SIZE, value=5, step=1, label="Beam size",
-                                          info="1 is greedy search", elem_id="beam-size")
-                    translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
-            translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation",
-                                     buttons=["copy"])
-            notices = gr.Markdown(elem_id="notices")
-            gr.Examples(examples, inputs=[direction, source], cache_examples=False, label="Examples (Multi30K-like)")
-
-            gr.Markdown("### Inspect the attention of this translation")
-            with gr.Row():
-                kind = gr.Radio([(label, key) for key, label in handlers.ATTENTION_KINDS.items()], value="cross",
-                                label="Attention", elem_id="kind", scale=3)
-                layer = gr.Dropdown([str(n) for n in range(1, first.n_decoder_layers + 1)], value="1",
-                                    label="Layer", elem_id="layer", scale=1, min_width=100)
-                head = gr.Dropdown(head_choices(first.n_heads), value=handlers.MEAN, label="Head", elem_id="head",
-                                   scale=1, min_width=140)
-            alignment = gr.HTML("<p>Translate a sentence to see which source tokens each output token attends "
-                                "to.</p>", css_template=figures.ALIGNMENT_CSS, js_on_load=figures.ALIGNMENT_SCRIPT,
-                                elem_id="alignment", padding=True)
-            head_plot = gr.Plot(label="Chosen head", elem_id="head-plot")
-            heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads-plot")
-            download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
-                                         visible=False, elem_id="download")
-
+            page = translate_tab(directions, default_direction, examples, first)
         with gr.Tab("How attention works"):
-            gr.Markdown(LESSON_INTRO)
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of W^Q, W^K, W^V", elem_id="seed")
-            lesson = gr.HTML(lesson_html, css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
-            lesson_plot = gr.Plot(lesson_figure, label="Attention weights")
-            gr.Markdown("### Sinusoidal positional encoding\n"
-                        "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)), "
-                        "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
-                        f"to its embeddings; the shipped models use d_model = {first.d_model}).")
-            with gr.Row():
-                pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length")
-                pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model")
-            pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding")
+            lesson = lesson_tab(first)
 
-        view_inputs = [result_state, kind, layer, head]
-        view_outputs = [head_plot, heads_plot, alignment, layer, head]
-        for trigger, api in ((translate_button.click, dict(api_name="translate")),
-                             (source.submit, dict(api_visibility="private"))):
-            (trigger(translate, [source, direction, beam_size], [translation, notices, result_state], **api)
+        view_inputs = [result_state, page.kind, page.layer, page.head]
+        view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head]
+        for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
+                             (page.source.submit, dict(api_visibility="private"))):
+            (trigger(translate, [page.source, page.direction, page.beam_size],
+                     [page.translation, page.notices, result_state], **api)
              .success(views, view_inputs, view_outputs, api_visibility="private")
-             .success(export, [result_state], [download], api_visibility="private"))
-        for control in (kind, layer, head):
+             .success(export, [result_state], [page.download], api_visibility="private"))
+        for control in (page.kind, page.layer, page.head):
             control.input(views, view_inputs, view_outputs, api_visibility="private")
-        seed.submit(worked_example, [seed], [lesson, lesson_plot], api_name="worked_example")
-        seed.input(worked_example, [seed], [lesson, lesson_plot], api_visibility="private")
-        pe_length.release(positional_encoding, [pe_length, pe_d_model], [pe_plot], api_name="positional_encoding")
-        pe_d_model.release(positional_encoding, [pe_length, pe_d_model], [pe_plot], api_visibility="private")
+        lesson.seed.submit(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_name="worked_example")
+        lesson.seed.input(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_visibility="private")
+        pe_inputs = [lesson.pe_length, lesson.pe_d_model]
+        lesson.pe_length.release(positional_encoding, pe_inputs, [lesson.pe_plot], api_name="positional_encoding")
+        lesson.pe_d_model.release(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private")
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def translate_tab(directions: Mapping[str, Translator], default_direction: str, examples: list,
+                  first) -> SimpleNamespace:
+    """The translate tab's components, laid out inside the current Blocks."""
+    with gr.Row():
+        with gr.Column(scale=3):
+            source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.MAX_CHARACTERS,
+                                placeholder="A dog runs across a field of green grass.", elem_id="source")
+        with gr.Column(scale=1, min_width=220):
+            direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
+                                    elem_id="direction")
+            beam_size = gr.Slider(1, handlers.MAX_BEAM_SIZE, value=5, step=1, label="Beam size",
+                                  info="1 is greedy search", elem_id="beam-size")
+            translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+    translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
+    notices = gr.Markdown(elem_id="notices")
+    gr.Examples(examples, inputs=[direction, source], cache_examples=False, label="Examples (Multi30K-like)")
+
+    gr.Markdown("### Inspect the attention of this translation")
+    with gr.Row():
+        kind = gr.Radio([(label, key) for key, label in handlers.ATTENTION_KINDS.items()], value="cross",
+                        label="Attention", elem_id="kind", scale=3)
+        layer = gr.Dropdown([str(n) for n in range(1, first.n_decoder_layers + 1)], value="1",
+                            label="Layer", elem_id="layer", scale=1, min_width=100)
+        head = gr.Dropdown(head_choices(first.n_heads), value=handlers.MEAN, label="Head", elem_id="head",
+                           scale=1, min_width=140)
+    alignment = gr.HTML("<p>Translate a sentence to see which source tokens each output token attends "
+                        "to.</p>", css_template=figures.ALIGNMENT_CSS, js_on_load=figures.ALIGNMENT_SCRIPT,
+                        elem_id="alignment", padding=True)
+    head_plot = gr.Plot(label="Chosen head", elem_id="head-plot")
+    heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads-plot")
+    download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
+                                 visible=False, elem_id="download")
+    return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
+                           translation=translation, notices=notices, kind=kind, layer=layer, head=head,
+                           alignment=alignment, head_plot=head_plot, heads_plot=heads_plot, download=download)
+
+
+def lesson_tab(first) -> SimpleNamespace:
+    """The worked example and the positional encoding, laid out inside the current Blocks."""
+    lesson_html, lesson_figure = handlers.worked_example_view(0)
+    gr.Markdown(LESSON_INTRO)
+    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of W^Q, W^K, W^V", elem_id="seed")
+    html = gr.HTML(lesson_html, css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
+    plot = gr.Plot(lesson_figure, label="Attention weights")
+    gr.Markdown("### Sinusoidal positional encoding\n"
+                "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)), "
+                "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
+                f"to its embeddings; the shipped models use d_model = {first.d_model}).")
+    with gr.Row():
+        pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length")
+        pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model")
+    pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding")
+    return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
+                           pe_plot=pe_plot)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

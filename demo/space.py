@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from serve.bundle import GRAPHS, load_manifest
+from core.bundle import GRAPHS, load_manifest
 
 from .handlers import find_bundles
 

@@ -1,13 +1,14 @@
 """serve: run exported ONNX bundles under onnxruntime, with no torch at run time.
 
 ``Translator`` is the Python API; ``python -m serve translate`` the command line; ``python -m serve http`` the HTTP
-server (``serve.api``), whose dynamic batcher is ``serve.batcher``.
+server (``serve.api``), whose dynamic batcher is ``serve.batcher``. The bundle format and its onnxruntime backend
+live in :mod:`core.bundle`, which the exporter reads too.
 """
 
+from core.bundle import BundleError, OnnxBackend, load_manifest, verify_checksums
 from core.search import Attention, Translation
 
-from .bundle import BundleError, OnnxBackend, load_manifest, verify_checksums
-from .translator import OnnxTranslator, Translator
+from .translator import Translator
 
-__all__ = ["Attention", "BundleError", "OnnxBackend", "OnnxTranslator", "Translation", "Translator", "load_manifest",
+__all__ = ["Attention", "BundleError", "OnnxBackend", "Translation", "Translator", "load_manifest",
            "verify_checksums"]

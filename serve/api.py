@@ -5,234 +5,31 @@
     GET  /models      name, languages, workers, limits and versions of each model
     GET  /docs        OpenAPI documentation (schema at /openapi.json)
 
-Three separate pieces: this module validates at the edge and hands clean values inward (:func:`check_request`),
-:class:`serve.batcher.Batcher` gathers concurrent requests into search batches, :class:`serve.Translator` translates.
-Every rejected request is a JSON ``{"error", "error_type", "field"}`` with a 4xx status (503 with Retry-After when
-the queue is full); nothing a client sends makes a 500.
+Separate pieces: :mod:`serve.schemas` types the bodies, :mod:`serve.validation` checks every limit and hands clean
+values inward, :class:`serve.batcher.Batcher` gathers concurrent requests into search batches, :class:`serve.Translator`
+translates; this module wires them into routes. Every rejected request is a JSON ``{"error", "error_type", "field"}``
+with a 4xx status (503 with Retry-After when the queue is full); nothing a client sends makes a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import resource
-import unicodedata
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from core.search import Translation
 
-from .batcher import Batcher, QueueFull, SearchOptions
+from .batcher import BatchSettings, Batcher, QueueFull, searcher
+from .schemas import AttentionOutput, ErrorBody, ScoredText, TranslationOutput, TranslationRequest
 from .translator import Translator
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; every limit is checked before any translation work."""
-
-    max_body_bytes: int = 256 * 1024
-    max_inputs: int = 64  # texts per request
-    max_input_chars: int = 2000  # characters per text
-    max_input_tokens: int = 256  # source tokens per text (also capped by the model's max_positions)
-    max_new_tokens: int = 256  # output tokens, EOS included
-    max_beams: int = 8
-    max_attention_inputs: int = 4  # texts per request with return_attention
-    length_penalty_range: tuple[float, float] = (0.0, 2.0)
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """Dynamic batching per model: the largest search batch, how long to wait for one, the queue bound."""
-
-    max_batch_size: int = 32
-    max_wait_ms: float = 2.0
-    max_queue: int = 1024  # sentences waiting per model; more answers 503 with Retry-After
-
-
-class GenerateParameters(BaseModel):
-    """The generation settings this server supports (the Hugging Face names)."""
-
-    model_config = ConfigDict(extra="forbid")
-    num_beams: StrictInt | None = Field(None, description="beam size, 1 (greedy) to the server's max_beams; default 5")
-    max_new_tokens: StrictInt | None = Field(
-        None, description="most output tokens, EOS included; default 1.5 x source tokens + 10")
-    length_penalty: StrictFloat | StrictInt | None = Field(
-        None, description="score = log P / length^length_penalty; default 1.0")
-
-
-class TranslationParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    src_lang: StrictStr | None = Field(None, description="source language; optional when one model is loaded")
-    tgt_lang: StrictStr | None = Field(None, description="target language; optional when one model is loaded")
-    clean_up_tokenization_spaces: StrictBool | None = Field(
-        None, description="accepted for compatibility; output is always clean")
-    truncation: Literal["do_not_truncate", "longest_first", "only_first"] | None = Field(
-        None, description="do_not_truncate (default): an over-long input is an error; otherwise it is cut to fit")
-    generate_parameters: GenerateParameters | None = None
-    return_scores: StrictBool = Field(False, description="add each translation's length-normalized log-probability")
-    n_best: StrictInt | None = Field(None, description="add the n best hypotheses (1 to num_beams)")
-    return_attention: StrictBool = Field(
-        False, description="add every layer's and head's attention of the chosen translation (few inputs only)")
-
-
-class TranslationRequest(BaseModel):
-    """The Hugging Face translation task body."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: StrictStr | list[StrictStr]
-    parameters: TranslationParameters | None = None
-
-
-class Hypothesis(BaseModel):
-    translation_text: str
-    score: float
-
-
-class AttentionOutput(BaseModel):
-    source_tokens: list[str]
-    target_tokens: list[str]
-    encoder: list = Field(description="[layers, heads, S, S]")
-    decoder: list = Field(description="[layers, heads, T, T]; keys are <s> and target_tokens[:-1]")
-    cross: list = Field(description="[layers, heads, T, S]")
-
-
-class TranslationOutput(BaseModel):
-    translation_text: str
-    unknown_characters: int = Field(description="source characters the model cannot read (they became <unk>)")
-    truncated: bool | None = Field(None, description="present when truncation was asked for")
-    score: float | None = None
-    n_best: list[Hypothesis] | None = None
-    attention: AttentionOutput | None = None
-
-
-class ErrorBody(BaseModel):
-    error: str
-    error_type: str
-    field: str | None = None
-
-
-class RequestError(Exception):
-    """A request the server refuses; becomes a JSON error with this status."""
-
-    def __init__(self, status: int, field: str | None, message: str, error_type: str = "validation",
-                 headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.field, self.message, self.error_type, self.headers = status, field, message, error_type, headers
-
-
-@dataclass
-class Model:
-    translator: Translator
-    batcher: Batcher
-
-    def limits(self, limits: Limits) -> dict:
-        return {**asdict(limits), "max_input_tokens": self.max_input_tokens(limits)}
-
-    def max_input_tokens(self, limits: Limits) -> int:
-        return min(limits.max_input_tokens, self.translator.max_source_tokens)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A checked request: clean values for the batcher."""
-
-    model: Model
-    texts: list[str]
-    truncated: list[bool] | None  # None unless truncation was asked for
-    options: SearchOptions
-    return_scores: bool
-    return_n_best: bool
-
-
-def bad_character(text: str) -> str | None:
-    """The first control character (tab, newline and carriage return are fine) or lone surrogate, described."""
-    for position, char in enumerate(text):
-        category = unicodedata.category(char)
-        if (category == "Cc" and char not in "\t\n\r") or category == "Cs":
-            kind = "a lone surrogate" if category == "Cs" else "a control character"
-            return f"{kind} U+{ord(char):04X} at position {position}"
-    return None
-
-
-def choose_model(models: Sequence[Model], src_lang: str | None, tgt_lang: str | None) -> Model:
-    if (src_lang is None) != (tgt_lang is None):
-        field = "parameters.tgt_lang" if tgt_lang is None else "parameters.src_lang"
-        raise RequestError(422, field, "give both src_lang and tgt_lang, or neither")
-    pairs = ", ".join(f"{m.translator.source_lang}->{m.translator.target_lang}" for m in models)
-    if src_lang is None:
-        if len(models) == 1:
-            return models[0]
-        raise RequestError(422, "parameters.src_lang", f"this server has {len(models)} models ({pairs}): "
-                                                       "give src_lang and tgt_lang")
-    for model in models:
-        if (model.translator.source_lang, model.translator.target_lang) == (src_lang, tgt_lang):
-            return model
-    raise RequestError(422, "parameters.src_lang", f"no model translates {src_lang!r} to {tgt_lang!r}; "
-                                                   f"this server has {pairs}")
-
-
-def check_range(field: str, value, low, high) -> None:
-    if not low <= value <= high:
-        raise RequestError(422, field, f"must be between {low} and {high}, got {value}")
-
-
-def check_request(request: TranslationRequest, models: Sequence[Model], limits: Limits) -> Job:
-    """Every limit and rule of the API, checked before any work; raises RequestError naming the field."""
-    parameters = request.parameters or TranslationParameters()
-    generate = parameters.generate_parameters or GenerateParameters()
-    texts = [request.inputs] if isinstance(request.inputs, str) else list(request.inputs)
-    if not texts:
-        raise RequestError(422, "inputs", "must not be an empty list")
-    if len(texts) > limits.max_inputs:
-        raise RequestError(422, "inputs", f"{len(texts)} texts; at most {limits.max_inputs} per request")
-    for index, text in enumerate(texts):
-        field = "inputs" if isinstance(request.inputs, str) else f"inputs[{index}]"
-        if len(text) > limits.max_input_chars:
-            raise RequestError(422, field, f"{len(text)} characters; at most {limits.max_input_chars}")
-        problem = bad_character(text)
-        if problem:
-            raise RequestError(422, field, f"contains {problem}")
-    model = choose_model(models, parameters.src_lang, parameters.tgt_lang)
-
-    beam_size = 5 if generate.num_beams is None else generate.num_beams
-    check_range("parameters.generate_parameters.num_beams", beam_size, 1, limits.max_beams)
-    if generate.max_new_tokens is not None:
-        check_range("parameters.generate_parameters.max_new_tokens", generate.max_new_tokens, 1, limits.max_new_tokens)
-    length_penalty = 1.0 if generate.length_penalty is None else float(generate.length_penalty)
-    if not math.isfinite(length_penalty):
-        raise RequestError(422, "parameters.generate_parameters.length_penalty", "must be a finite number")
-    check_range("parameters.generate_parameters.length_penalty", length_penalty, *limits.length_penalty_range)
-    n_best = 1 if parameters.n_best is None else parameters.n_best
-    check_range("parameters.n_best", n_best, 1, beam_size)
-    if parameters.return_attention and len(texts) > limits.max_attention_inputs:
-        raise RequestError(422, "parameters.return_attention",
-                           f"attention is returned for at most {limits.max_attention_inputs} inputs, got {len(texts)}")
-
-    truncate = parameters.truncation not in (None, "do_not_truncate")
-    max_tokens = model.max_input_tokens(limits)
-    tokenizer = model.translator.tokenizer
-    truncated = [False] * len(texts)
-    for index, text in enumerate(texts):
-        count = len(tokenizer.encode(text))
-        if count <= max_tokens:
-            continue
-        if not truncate:
-            field = "inputs" if isinstance(request.inputs, str) else f"inputs[{index}]"
-            raise RequestError(422, field, f"{count} tokens; at most {max_tokens} (or set parameters.truncation to "
-                                           "'longest_first' to cut it)")
-        texts[index], truncated[index] = tokenizer.truncate(text, max_tokens), True
-    options = SearchOptions(beam_size=beam_size, length_penalty=length_penalty, max_length=generate.max_new_tokens,
-                            n_best=n_best, return_attention=parameters.return_attention)
-    return Job(model, texts, truncated if truncate else None, options, parameters.return_scores,
-               parameters.n_best is not None)
+from .validation import Job, Limits, Model, RequestError, check_request
 
 
 def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
@@ -244,7 +41,7 @@ def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
         unknown_characters=translation.unknown_characters,
         truncated=None if job.truncated is None else job.truncated[index],
         score=translation.score if job.return_scores else None,
-        n_best=[Hypothesis(translation_text=decode(list(h.token_ids)), score=h.score) for h in translation.hypotheses]
+        n_best=[ScoredText(translation_text=decode(list(h.token_ids)), score=h.score) for h in translation.hypotheses]
         if job.return_n_best else None,
         attention=AttentionOutput(source_tokens=attention.source_tokens, target_tokens=attention.target_tokens,
                                   encoder=attention.encoder.tolist(), decoder=attention.decoder.tolist(),
@@ -252,13 +49,19 @@ def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
     )
 
 
-def resident_memory_bytes() -> int:
-    """This process's resident set size now (Linux), or its peak where /proc is absent."""
+def resident_memory_bytes() -> int | None:
+    """This process's resident set size now (Linux), its peak elsewhere on Unix, None where neither is known."""
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        pass
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux and BSD kilobytes
 
 
 def field_of(location: Sequence) -> str:
@@ -318,10 +121,9 @@ class BodyLimit:
                 await too_large(scope, receive, send)
 
 
-def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Limits = Limits(),
-               batching: BatchSettings = BatchSettings()) -> FastAPI:
-    """The FastAPI app. ``load_translators`` runs once at start-up; the server answers only after it returns."""
-    models: list[Model] = []
+def model_lifespan(load_translators: Callable[[], Sequence[Translator]], batching: BatchSettings,
+                   models: list[Model]):
+    """Load the translators once (off the event loop), start one batcher each, stop them at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -331,7 +133,7 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
             raise RuntimeError(f"with several models every bundle needs its own language pair, got {pairs} "
                                "(re-export with --source-lang/--target-lang)")
         for translator in translators:
-            batcher = Batcher(translator.translate, max_batch_size=batching.max_batch_size,
+            batcher = Batcher(searcher(translator), max_batch_size=batching.max_batch_size,
                               max_wait=batching.max_wait_ms / 1000, max_queue=batching.max_queue,
                               workers=translator.workers)
             batcher.start()
@@ -343,12 +145,11 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
                 await model.batcher.stop()
             models.clear()
 
-    app = FastAPI(title="attention-mt", version="0.1.0", lifespan=lifespan,
-                  description="Transformer translation on onnxruntime: the Hugging Face translation task, with "
-                              "scores, n-best lists and every attention head on request.")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    app.state.models = models
-    error_responses = {status: {"model": ErrorBody} for status in (400, 413, 422, 503)}
+    return lifespan
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as the one JSON error shape, naming the field the client wrote."""
 
     @app.exception_handler(RequestError)
     async def refuse(request: Request, error: RequestError):
@@ -373,6 +174,19 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception):  # a bug: still a JSON answer, never a dropped connection
         return error_response(500, f"internal error: {type(error).__name__}", "internal", None)
+
+
+def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Limits = Limits(),
+               batching: BatchSettings = BatchSettings()) -> FastAPI:
+    """The FastAPI app. ``load_translators`` runs once at start-up; the server answers only after it returns."""
+    models: list[Model] = []
+    app = FastAPI(title="attention-mt", version="0.1.0", lifespan=model_lifespan(load_translators, batching, models),
+                  description="Transformer translation on onnxruntime: the Hugging Face translation task, with "
+                              "scores, n-best lists and every attention head on request.")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.state.models = models
+    add_error_handlers(app)
+    error_responses = {status: {"model": ErrorBody} for status in (400, 413, 422, 503)}
 
     @app.post("/translate", response_model=list[TranslationOutput], response_model_exclude_none=True,
               responses=error_responses, summary="Translate one text or a list of texts")

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from core.search import Translation
+from core.translator import BaseTranslator
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,29 @@ class SearchOptions:
     return_attention: bool = False
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """Dynamic batching per model: the largest search batch, how long to wait for one, the queue bound."""
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 1024  # sentences waiting per model; more answers 503 with Retry-After
+
+
+Search = Callable[[list[str], SearchOptions], list[Translation]]  # one batch of texts, with their shared options
+
+
+def searcher(translator: BaseTranslator) -> Search:
+    """The batcher's view of a translator: ``translate`` with one batch's options."""
+
+    def search(texts: list[str], options: SearchOptions) -> list[Translation]:
+        return translator.translate(texts, beam_size=options.beam_size, length_penalty=options.length_penalty,
+                                    max_length=options.max_length, n_best=options.n_best,
+                                    return_attention=options.return_attention)
+
+    return search
+
+
 class QueueFull(RuntimeError):
     """The batcher already holds as many queued sentences as it may."""
 
@@ -41,26 +65,21 @@ class _Pending:
     future: asyncio.Future
 
 
-TranslateFunction = Callable[..., list[Translation]]  # translator.translate(texts, **options)
-
-
 class Batcher:
-    """Gather concurrent ``submit`` calls into batched calls of ``translate`` (``workers`` at a time, off the event
+    """Gather concurrent ``submit`` calls into batched calls of ``search`` (``workers`` at a time, off the event
     loop)."""
 
-    def __init__(self, translate: TranslateFunction, *, max_batch_size: int = 32, max_wait: float = 0.002,
+    def __init__(self, search: Search, *, max_batch_size: int = 32, max_wait: float = 0.002,
                  max_queue: int = 1024, workers: int = 1) -> None:
         if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0 or workers < 1:
             raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait >= 0 and workers >= 1")
-        self._translate = translate
+        self._search = search
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait, max_queue
         self._pending: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="translate")
         self._tasks: list[asyncio.Task] = []
-        self.batches = 0  # search batches run so far
-        self.sentences = 0  # sentences translated so far
 
     @property
     def queued(self) -> int:
@@ -122,14 +141,12 @@ class Batcher:
             options = batch[0].options
             try:
                 results = await loop.run_in_executor(
-                    self._executor, lambda: self._translate([item.text for item in batch], **vars(options)))
+                    self._executor, self._search, [item.text for item in batch], options)
             except Exception as error:  # noqa: BLE001 - handed to every waiting request
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            self.batches += 1
-            self.sentences += len(batch)
             for item, result in zip(batch, results):
                 if not item.future.done():
                     item.future.set_result(result)

@@ -18,10 +18,10 @@ import asyncio
 import ipaddress
 import json
 import socket
-import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
 SAMPLE = [
@@ -58,9 +58,18 @@ def require_loopback(url: str) -> None:
         raise SystemExit(f"error: {url} is not an address of this machine; this load generator only targets it")
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between closest ranks (numpy's default); NaN if empty.
+
+    The project's one definition: ``bench`` uses it too, and ``serve/js/timing.mjs`` computes the same.
+    """
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 async def run_load(url: str, sentences: list[str], clients: int, seconds: float, parameters: dict) -> dict:
@@ -114,7 +123,7 @@ def measure_offline(bundle: str, sentences: list[str], options: dict) -> dict:
         translator.translate([sentence], **options)
         single.append(time.perf_counter() - started)
     return {"batch32_sentences_per_s": round(batch_throughput, 1),
-            "batch1_latency_ms": {"p50": round(1000 * statistics.median(single), 1),
+            "batch1_latency_ms": {"p50": round(1000 * percentile(single, 50), 1),
                                   "p95": round(1000 * percentile(single, 95), 1)}}
 
 

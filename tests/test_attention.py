@@ -2,7 +2,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
+pytestmark = pytest.mark.torch
 
 from core.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from core.model import sinusoidal_encoding

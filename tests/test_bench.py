@@ -1,17 +1,30 @@
-"""The CTranslate2 converter (same greedy tokens as ours) and a smoke run of the benchmark on a tiny model."""
+"""The CTranslate2 converter (same greedy tokens as ours) and a run of the benchmark on a tiny model."""
 
 import json
+import shutil
 
 import pytest
 
-from conftest import CORPUS, tiny_config
-from core.decoding import Translator as TorchTranslator
+pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
+pytestmark = pytest.mark.torch
+
+from conftest import CORPUS, ROOT, tiny_config
+from core.decoding import TorchTranslator
 from core.model import Transformer
-from export import ExportError, export_bundle
+from export import ExportError
 from export.to_ctranslate2 import convert, max_decoding_length, source_tokens
-from serve.bench import main as bench_main
+from bench.benchmark import SCALING_BATCH_SIZES, engine_configs
+from bench.benchmark import main as bench_main
+from serve.loadtest import percentile
 
 SENTENCES = [source for source, _ in CORPUS]
+CAPTIONS = [("Two dogs play in the snow.", "Zwei Hunde spielen im Schnee."),
+            ("A man rides a bike down the street.", "Ein Mann fährt mit dem Fahrrad die Straße entlang."),
+            ("A woman is reading a book on a bench.", "Eine Frau liest ein Buch auf einer Bank."),
+            ("Children are playing soccer in a park.", "Kinder spielen Fußball in einem Park."),
+            ("A little girl is climbing into a wooden playhouse.",
+             "Ein kleines Mädchen klettert in ein Spielhaus aus Holz."),
+            ("A group of people stand in front of a building.", "Eine Gruppe von Menschen steht vor einem Gebäude.")]
 
 
 def tiny_model(directory, tokenizer, **overrides):
@@ -30,7 +43,7 @@ def test_ctranslate2_greedy_and_beam_equal_ours(tmp_path, tokenizer, pre_norm):
     assert out == model_dir / "ctranslate2" and (out / "model.bin").is_file()
     engine = ctranslate2.Translator(str(out), device="cpu")
     tokens = source_tokens(tokenizer, SENTENCES, "</s>")
-    ours = TorchTranslator.from_pretrained(model_dir)
+    ours = TorchTranslator(model_dir)
     for beam_size in (1, 4):  # one sentence at a time: each with our own length limit
         theirs = [engine.translate_batch([t], beam_size=beam_size, max_decoding_length=max_decoding_length([t], 256))[0]
                   for t in tokens]
@@ -41,26 +54,62 @@ def test_ctranslate2_greedy_and_beam_equal_ours(tmp_path, tokenizer, pre_norm):
         convert(model_dir)
 
 
-def test_benchmark_smoke_run_writes_results_table_and_charts(tmp_path, tokenizer):
-    model_dir = tiny_model(tmp_path / "tiny", tokenizer)
-    export_bundle(model_dir, sentences=SENTENCES[:2])
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk; fails on anything that is not a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", path
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_benchmark_run_records_consistent_measurements_tables_and_charts(tmp_path):
+    """The shipped en-de model on six captions: a trained model, so every float32 engine gives serve's output."""
+    model_dir = tmp_path / "en-de"
+    shutil.copytree(ROOT / "models" / "en-de", model_dir, ignore=shutil.ignore_patterns("history", "bench", "*.png"))
     source, reference = tmp_path / "test.src", tmp_path / "test.ref"
-    source.write_text("".join(s + "\n" for s, _ in CORPUS), encoding="utf-8")
-    reference.write_text("".join(t + "\n" for _, t in CORPUS), encoding="utf-8")
-    bench_main(["--model", str(model_dir), "--input", str(source), "--ref", str(reference), "--sentences", "4",
-                "--latency-sentences", "2", "--out", str(tmp_path / "out")])
+    source.write_text("".join(s + "\n" for s, _ in CAPTIONS), encoding="utf-8")
+    reference.write_text("".join(t + "\n" for _, t in CAPTIONS), encoding="utf-8")
+    bench_main(["--model", str(model_dir), "--input", str(source), "--ref", str(reference), "--sentences", "6",
+                "--latency-sentences", "3", "--out", str(tmp_path / "out")])
     record = json.loads((tmp_path / "out" / "benchmark.json").read_text())
-    families = {result["family"] for result in record["results"].values()}
-    assert families == {"serve", "torch", "ctranslate2"} and record["sentences"] == 4
-    for result in record["results"].values():
-        for mode in ("greedy", "beam5"):
-            measured = result["modes"][mode]
-            assert measured["sentences_per_second"] > 0 and measured["batch1_p50_ms"] > 0 and "bleu" in measured
+    results = record["results"]
+    assert {result["family"] for result in results.values()} == {"serve", "torch", "ctranslate2"}
+    assert record["sentences"] == 6 and len(results) == len(engine_configs(record["cpu_count"]))
+
+    # The same weights: torch gives serve's output in both modes, CTranslate2 float32 at least greedy, and equal
+    # outputs score the same BLEU.
+    serve = results[record["summary"]["serve"]]["modes"]
+    assert serve["beam5"]["bleu"] > 10
+    for name, result in results.items():
+        exact = ["greedy", "beam5"] if result["family"] != "ctranslate2" else ["greedy"] if "float32" in name else []
+        for mode in exact:
+            assert result["modes"][mode]["same_as_serve"] == 6, (name, mode)
+            assert result["modes"][mode]["bleu"] == serve[mode]["bleu"], (name, mode)
+        for mode in result["modes"].values():
+            latencies = mode["batch1_latencies_ms"]
+            assert len(latencies) == 3
+            assert mode["batch1_p50_ms"] == pytest.approx(percentile(latencies, 50), abs=0.01)
+            assert mode["batch1_p95_ms"] == pytest.approx(percentile(latencies, 95), abs=0.01)
+            # target tokens per sentence: at least the EOS, at most the length limit
+            assert 1 <= mode["target_tokens_per_second"] / mode["sentences_per_second"] <= 1.5 * 40 + 10
         assert result["peak_rss_mb"] > 10
-    serve = record["results"][record["summary"]["serve"]]["modes"]["greedy"]
-    assert serve["same_as_serve"] == 4
-    assert "beam5 serve/ctranslate2 throughput" in record["summary"]
+    for result in results.values():
+        if "by_batch_size" in result:
+            assert [int(size) for size in result["by_batch_size"]] == list(SCALING_BATCH_SIZES)
+
+    # The ratios are the ones the recorded figures give, against the best engine of each family.
+    summary = record["summary"]
+    for mode in ("greedy", "beam5"):
+        for family in ("ctranslate2", "torch"):
+            best = max((r for r in results.values() if r["family"] == family),
+                       key=lambda r: r["modes"][mode]["sentences_per_second"])
+            assert summary[f"{mode} {family} best"] in results
+            assert summary[f"{mode} serve/{family} throughput"] == pytest.approx(
+                serve[mode]["sentences_per_second"] / best["modes"][mode]["sentences_per_second"], abs=1e-3)
+
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| serve" in table and "CTranslate2 int8" in table
-    for name in ("benchmark.png", "benchmark-scaling.png"):
-        assert (tmp_path / "out" / name).stat().st_size > 10_000
+    for name, result in results.items():  # one row per engine, with its measured throughput
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {result['modes']['beam5']['sentences_per_second']} |" in row
+    width, height = png_size(tmp_path / "out" / "benchmark.png")
+    assert width == 13 * 110 and height > 300  # figsize 13 inches at 110 dpi, one bar per engine
+    assert png_size(tmp_path / "out" / "benchmark-scaling.png") == (13 * 110, int(4.5 * 110))

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from serve import Translator
+pytest.importorskip("ray", reason="needs Ray Serve (the cluster extra)")
+
+from conftest import ROOT  # noqa: E402
+from serve import Translator  # noqa: E402
 
 HEAD_IP, WORKER_IP = "169.254.77.1", "169.254.77.2"  # link-local, inside this test's namespaces only
 GCS = f"{HEAD_IP}:6379"
@@ -78,7 +80,8 @@ class Node:
 
 @pytest.fixture(scope="module")
 def cluster():
-    assert os.geteuid() == 0, "the cluster test creates network namespaces: run it as root"
+    if getattr(os, "geteuid", lambda: -1)() != 0 or not shutil.which("ip"):
+        pytest.skip("the two-node test creates network namespaces: it needs root and iproute2 (CI runs it as root)")
     folder = Path(tempfile.mkdtemp(prefix="amt-ray-", dir="/tmp"))  # short: Ray's socket paths must stay short
     tag = str(os.getpid() % 100000)
     head, worker = Node(f"amt{tag}h", folder / "head"), Node(f"amt{tag}w", folder / "worker")

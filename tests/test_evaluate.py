@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from conftest import ROOT, require_multi30k
+pytest.importorskip("sacrebleu", reason="scoring needs sacrebleu and sacremoses (the train extra)")
+
+from conftest import ROOT, require_multi30k  # noqa: E402
 from core.evaluate import main as evaluate_main
 from core.evaluate import score, tokenize_lowercase
 
@@ -32,6 +34,7 @@ def test_score_checks_lengths():
 SHIPPED_MODEL = ROOT / "models" / "en-de"
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not (SHIPPED_MODEL / "model.safetensors").is_file(), reason="no shipped models/en-de")
 def test_shipped_en_de_model_meets_its_quality_floor(capsys):
     data = require_multi30k()

@@ -2,18 +2,20 @@ import hashlib
 import json
 
 import numpy as np
-import onnx
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
+pytestmark = pytest.mark.torch
+import onnx  # noqa: E402 - after the torch check: both come with the export extra
 
 from conftest import ROOT, tiny_config
-from core.decoding import Translator as TorchTranslator
+from core.decoding import TorchTranslator
 from core.model import Transformer
 from export import ExportError, ParityError, export_bundle
 from export.__main__ import main as export_main
 from export.onnx_export import verify_parity
 from serve import Translator
-from serve.bundle import BundleError, OnnxBackend
+from core.bundle import BundleError, OnnxBackend
 
 SENTENCES = ["A man rides a bike.", "Zwei Hunde spielen im Schnee.", "Kinder!"]
 
@@ -75,7 +77,7 @@ def test_parity_figures_are_recorded(bundle):
 
 def test_onnx_translations_equal_pytorch(bundle, model_dir):
     onnx_results = Translator(bundle[0]).translate(SENTENCES, beam_size=3, max_length=8)
-    torch_results = TorchTranslator.from_pretrained(model_dir).translate(SENTENCES, beam_size=3, max_length=8)
+    torch_results = TorchTranslator(model_dir).translate(SENTENCES, beam_size=3, max_length=8)
     for ours, theirs in zip(onnx_results, torch_results):
         assert ours.token_ids == theirs.token_ids
         assert ours.score == pytest.approx(theirs.score, abs=1e-4)
@@ -196,7 +198,7 @@ SHIPPED = sorted(p.parent.parent for p in (ROOT / "models").glob("*/onnx/manifes
 def test_shipped_bundles_verify_and_match_pytorch(model_dir):
     sentences = ["Ein Mann fährt Fahrrad.", "Two dogs play in the snow.", "Eine Frau liest ein Buch im Park."]
     onnx_results = Translator(model_dir / "onnx").translate(sentences, beam_size=4)
-    torch_results = TorchTranslator.from_pretrained(model_dir).translate(sentences, beam_size=4)
+    torch_results = TorchTranslator(model_dir).translate(sentences, beam_size=4)
     assert [r.token_ids for r in onnx_results] == [r.token_ids for r in torch_results]
 
 

@@ -1,7 +1,9 @@
 import json
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
+pytestmark = pytest.mark.torch
 import torch.nn.functional as F
 
 from conftest import tiny_config

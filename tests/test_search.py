@@ -2,12 +2,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import tiny_config
 from core.config import TransformerConfig
-from core.decoding import TorchBackend
-from core.model import Transformer
 from core.search import beam_search, top_k_indices, top_k_tokens, translate
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
@@ -118,6 +115,8 @@ class IdTokenizer:
 
 def uncached_greedy(model, source, max_length):
     """Independent reference: re-run the whole decoder each step and take the argmax."""
+    import torch
+
     config = model.config
     source_ids = torch.tensor([source + [config.eos_id]])
     target = [config.bos_id]
@@ -130,7 +129,13 @@ def uncached_greedy(model, source, max_length):
     return target[1:]
 
 
+@pytest.mark.torch
 def test_beam_size_one_equals_greedy_on_a_model():
+    import torch
+
+    from core.decoding import TorchBackend
+    from core.model import Transformer
+
     torch.manual_seed(0)
     model = Transformer(tiny_config(vocab_size=30)).eval()
     sources = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
@@ -140,7 +145,13 @@ def test_beam_size_one_equals_greedy_on_a_model():
         assert result.token_ids == uncached_greedy(model, source, max_length=len(source) + 1 + 3)
 
 
+@pytest.mark.torch
 def test_translate_keeps_input_order_and_batches():
+    import torch
+
+    from core.decoding import TorchBackend
+    from core.model import Transformer
+
     torch.manual_seed(1)
     model = Transformer(tiny_config(vocab_size=30)).eval()
     texts = ["5 6 7 8 9 10", "5", "7 7", "12 13 14"]

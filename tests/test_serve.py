@@ -6,13 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import ROOT
-from core.decoding import Translator as TorchTranslator
 from core.search import pad_batch
 from serve import BundleError, Translator
-from serve.batcher import Batcher, QueueFull, SearchOptions
+from serve.batcher import Batcher, QueueFull, SearchOptions, searcher
 
 EN_DE = ROOT / "models" / "en-de"
 # The first one is translated differently by greedy and beam 5 (checked below); batched together they also pad.
@@ -29,9 +27,12 @@ def translator():
 
 @pytest.fixture(scope="module")
 def reference():
-    return TorchTranslator.from_pretrained(EN_DE)
+    from core.decoding import TorchTranslator
+
+    return TorchTranslator(EN_DE)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("beam_size", [1, 5])
 def test_output_equals_the_torch_reference(translator, reference, beam_size):
     texts = SENTENCES + ["Ein Hund rennt durch den Schnee.", "A little girl is climbing into a wooden playhouse."]
@@ -40,20 +41,22 @@ def test_output_equals_the_torch_reference(translator, reference, beam_size):
     assert [t.score for t in ours] == pytest.approx([t.score for t in theirs], abs=1e-4)
 
 
-@torch.inference_mode()
 def stepwise_attention(model, source_ids: list[int], decoder_inputs: list[int]):
     """What the torch model computes when it decodes these tokens one step at a time with its cache."""
-    encoded = model.encode(torch.tensor([source_ids]), output_attentions=True)
-    cache = model.start_cache(encoded.memory)
-    self_rows, cross_rows = [], []
-    for position, token in enumerate(decoder_inputs):
-        step = model.decode(torch.tensor([[token]]), encoded.source_mask, cache, output_attentions=True)
-        cache = step.cache
-        row = step.self_attentions[:, 0, :, 0].numpy()  # [L, H, position + 1]
-        padded = np.zeros(row.shape[:2] + (len(decoder_inputs),), dtype=np.float32)
-        padded[..., : position + 1] = row
-        self_rows.append(padded)
-        cross_rows.append(step.cross_attentions[:, 0, :, 0].numpy())  # [L, H, S]
+    import torch
+
+    with torch.inference_mode():
+        encoded = model.encode(torch.tensor([source_ids]), output_attentions=True)
+        cache = model.start_cache(encoded.memory)
+        self_rows, cross_rows = [], []
+        for position, token in enumerate(decoder_inputs):
+            step = model.decode(torch.tensor([[token]]), encoded.source_mask, cache, output_attentions=True)
+            cache = step.cache
+            row = step.self_attentions[:, 0, :, 0].numpy()  # [L, H, position + 1]
+            padded = np.zeros(row.shape[:2] + (len(decoder_inputs),), dtype=np.float32)
+            padded[..., : position + 1] = row
+            self_rows.append(padded)
+            cross_rows.append(step.cross_attentions[:, 0, :, 0].numpy())  # [L, H, S]
     return encoded.attentions[:, 0].numpy(), np.stack(self_rows, axis=2), np.stack(cross_rows, axis=2)
 
 
@@ -62,6 +65,7 @@ def test_greedy_and_beam_choose_differently_here(translator):
     assert greedy[0].token_ids != beam[0].token_ids
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("beam_size", [1, 5])
 def test_attention_is_that_of_the_chosen_steps(translator, reference, beam_size):
     config = translator.config
@@ -153,37 +157,37 @@ def test_cli_bad_bundle_is_a_one_line_error(tmp_path):
         Translator(tmp_path / "bundle")
 
 
-class CountingTranslate:
-    """A translate function that records its batches; each text's result is derived from the text alone."""
+class CountingSearch:
+    """A batcher's search that records its batches; each text's result is derived from the text alone."""
 
     def __init__(self, delay: float = 0.0):
         self.batches, self.delay = [], delay
 
-    def __call__(self, texts, **options):
+    def __call__(self, texts, options):
         import time
 
         time.sleep(self.delay)
         self.batches.append((list(texts), options))
-        return [f"{text}|{options['beam_size']}" for text in texts]
+        return [f"{text}|{options.beam_size}" for text in texts]
 
 
 def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
-    translate = CountingTranslate(delay=0.01)
+    search = CountingSearch(delay=0.01)
 
     async def scenario():
-        batcher = Batcher(translate, max_batch_size=8, max_wait=0.01, max_queue=64)
+        batcher = Batcher(search, max_batch_size=8, max_wait=0.01, max_queue=64)
         batcher.start()
         requests = [batcher.submit([f"t{i}a", f"t{i}b"], SearchOptions(beam_size=1 + i % 2)) for i in range(10)]
         results = await asyncio.gather(*requests)
         await batcher.stop()
-        return results, batcher.batches
+        return results
 
-    results, batches = asyncio.run(scenario())
+    results = asyncio.run(scenario())
     assert results == [[f"t{i}a|{1 + i % 2}", f"t{i}b|{1 + i % 2}"] for i in range(10)]
-    assert batches == len(translate.batches) < 10
-    for texts, options in translate.batches:  # a batch never mixes search options nor exceeds its size
+    assert len(search.batches) < 10
+    for texts, options in search.batches:  # a batch never mixes search options nor exceeds its size
         assert len(texts) <= 8 and all(text.endswith("a") or text.endswith("b") for text in texts)
-        assert {int(t[1:-1]) % 2 for t in texts} == {options["beam_size"] - 1}
+        assert {int(t[1:-1]) % 2 for t in texts} == {options.beam_size - 1}
 
 
 def test_batcher_workers_translate_batches_at_the_same_time():
@@ -192,7 +196,7 @@ def test_batcher_workers_translate_batches_at_the_same_time():
     running, most = set(), [0]
     lock = threading.Lock()
 
-    def translate(texts, **options):
+    def search(texts, options):
         import time
 
         with lock:
@@ -204,7 +208,7 @@ def test_batcher_workers_translate_batches_at_the_same_time():
         return [text.upper() for text in texts]
 
     async def scenario():
-        batcher = Batcher(translate, max_batch_size=2, max_wait=0, max_queue=64, workers=2)
+        batcher = Batcher(search, max_batch_size=2, max_wait=0, max_queue=64, workers=2)
         batcher.start()
         results = await asyncio.gather(*(batcher.submit([f"t{i}"], SearchOptions()) for i in range(8)))
         await batcher.stop()
@@ -216,7 +220,7 @@ def test_batcher_workers_translate_batches_at_the_same_time():
 
 def test_batcher_refuses_when_the_queue_is_full():
     async def scenario():
-        batcher = Batcher(CountingTranslate(delay=0.2), max_batch_size=2, max_wait=0, max_queue=4)
+        batcher = Batcher(CountingSearch(delay=0.2), max_batch_size=2, max_wait=0, max_queue=4)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(["a", "b", "c", "d"], SearchOptions()))
         await asyncio.sleep(0)
@@ -232,15 +236,22 @@ def test_batcher_refuses_when_the_queue_is_full():
 def test_batched_translation_equals_unbatched(translator):
     texts = SENTENCES + ["A dog runs.", "Ein Mann fährt Fahrrad."]
 
+    search = searcher(translator)
+    batches = []
+
+    def counting(batch, options):
+        batches.append(len(batch))
+        return search(batch, options)
+
     async def scenario():
-        batcher = Batcher(translator.translate, max_batch_size=8, max_wait=0.05)
+        batcher = Batcher(counting, max_batch_size=8, max_wait=0.05)
         batcher.start()
         results = await asyncio.gather(*(batcher.submit([text], SearchOptions()) for text in texts))
         await batcher.stop()
-        return [r[0] for r in results], batcher.batches
+        return [r[0] for r in results]
 
-    batched, batches = asyncio.run(scenario())
-    assert batches < len(texts)
+    batched = asyncio.run(scenario())
+    assert sum(batches) == len(texts) and len(batches) < len(texts)
     assert [r.token_ids for r in batched] == [translator.translate([t])[0].token_ids for t in texts]
 
 

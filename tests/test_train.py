@@ -5,11 +5,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
+pytestmark = pytest.mark.torch
 from safetensors.torch import load_file
 
 from conftest import CORPUS, ROOT, write_corpus
-from core.decoding import Translator
+from core.decoding import TorchTranslator
 from core.train import cosine_lr, inverse_sqrt_lr, main as train_main, rdrop_loss, token_loss
 
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "2", "--n-decoder-layers", "2",
@@ -43,7 +45,7 @@ def test_training_end_to_end(corpus, tmp_path):
     assert summary["commands"][0].startswith("python -m core.train --src-train")
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training_curves.png", "training_summary.json"):
         assert (out / name).is_file(), name
-    translator = Translator.from_pretrained(out)
+    translator = TorchTranslator(out)
     assert len(translator.translate(["A man rides a bike."], beam_size=2)) == 1
     with pytest.raises(SystemExit, match="already holds a training run"):
         train_main(corpus + TINY + ["--out", str(out)])
@@ -117,7 +119,7 @@ def test_init_from_with_new_dropout_and_rdrop(corpus, tmp_path):
     config = json.loads((tuned / "config.json").read_text())
     assert (config["dropout"], config["attention_dropout"], config["activation_dropout"], config["d_model"]) == (
         0.2, 0.1, 0.05, 16)
-    assert Translator.from_pretrained(tuned).model.decoder_layers[0].feed_forward.dropout.p == 0.05
+    assert TorchTranslator(tuned).model.decoder_layers[0].feed_forward.dropout.p == 0.05
     assert [row["epoch"] for row in read_log(tuned)] == [1, 2]
     assert "--rdrop 5" in json.loads((tuned / "training_summary.json").read_text())["commands"][0]
     with pytest.raises(SystemExit, match="--d-model 32 differs"):
@@ -140,4 +142,4 @@ def test_two_process_torchrun_on_cpu(corpus, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "2 process(es)" in completed.stdout
     assert [row["epoch"] for row in read_log(out)] == [1, 2]
-    Translator.from_pretrained(out)
+    TorchTranslator(out)

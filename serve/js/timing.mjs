@@ -1,5 +1,6 @@
 // node serve/js/timing.mjs BUNDLE SENTENCES_FILE [COUNT] [BEAM]: batch-1 latency in Node, one sentence at a time.
 import { readFileSync } from "node:fs";
+import { percentile } from "./percentile.mjs";
 import { Translator } from "./translator.mjs";
 
 const [bundle, file, count = "100", beam = "5"] = process.argv.slice(2);
@@ -12,6 +13,5 @@ for (const line of lines) {
   await translator.translate([line], { beamSize: Number(beam) });
   times.push(performance.now() - started);
 }
-times.sort((a, b) => a - b);
-const at = (q) => times[Math.min(times.length - 1, Math.floor(q * times.length))].toFixed(1);
-console.log(JSON.stringify({ sentences: times.length, beam: Number(beam), p50_ms: Number(at(0.5)), p95_ms: Number(at(0.95)) }));
+const at = (q) => Number(percentile(times, q).toFixed(1));
+console.log(JSON.stringify({ sentences: times.length, beam: Number(beam), p50_ms: at(50), p95_ms: at(95) }));

@@ -119,3 +119,13 @@ test("the CLI: one line in, one line out, empty lines kept, errors in one line",
   assert.equal(badBeam.status, 1);
   assert.match(badBeam.stderr, /--beam must be a whole number/);
 });
+
+test("percentile is Python's definition", async () => {
+  const { percentile } = await import("../percentile.mjs");
+  const values = [12.5, 3, 7.25, 30, 1, 9, 9, 4.5];
+  const qs = [0, 10, 50, 90, 95, 99, 100];
+  const expected = JSON.parse(python(["-c", "import json, sys; from serve.loadtest import percentile; "
+    + `print(json.dumps([percentile(${JSON.stringify(values)}, q) for q in ${JSON.stringify(qs)}]))`]));
+  assert.deepEqual(qs.map((q) => percentile(values, q)), expected);
+  assert.ok(Number.isNaN(percentile([], 50)));
+});

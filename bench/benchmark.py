@@ -1,6 +1,6 @@
 """Benchmark serve against PyTorch and CTranslate2 on the same weights, sentences and cores.
 
-    python -m serve.bench --model models/en-de --input test.en [--ref test.de --ref-tok tok.de] [--engines ...]
+    python -m bench --model models/en-de --input test.en [--ref test.de --ref-tok tok.de] [--engines ...]
 
 Each engine configuration runs in its own process, one after another (peak memory is that process's max RSS):
 serve (its default and one worker with every thread), torch with its KV cache, and CTranslate2 float32 and int8 in two thread
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from core.data import read_lines
+from core.translator import available_cores
+from serve.loadtest import percentile
 
 BATCH_SIZE = 32
 MODES = {"greedy": 1, "beam5": 5}
@@ -80,10 +82,10 @@ def serve_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[lis
 def torch_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[list[str]], str]]:
     import torch
 
-    from core.decoding import Translator
+    from core.decoding import TorchTranslator
 
     torch.set_num_threads(settings["threads"])
-    translator = Translator.from_pretrained(model_dir)
+    translator = TorchTranslator(model_dir)
 
     def run(texts, beam_size, batch_size):
         return [t.tokens for t in translator.translate(texts, beam_size=beam_size, batch_size=batch_size)]
@@ -133,10 +135,6 @@ def detokenizer(tokenizer) -> Callable[[list[str]], str]:
     return lambda tokens: tokenizer.decode([tokenizer.token_to_id(token) for token in tokens])
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
 def measure(config: EngineConfig, model_dir: Path, texts: list[str], latency_count: int) -> dict:
     """Run in the worker process: every measurement of one engine configuration."""
     started = time.perf_counter()
@@ -174,7 +172,7 @@ def measure(config: EngineConfig, model_dir: Path, texts: list[str], latency_cou
 def run_worker(config: EngineConfig, model_dir: Path, input_path: Path, sentences: int, latency_count: int,
                out: Path) -> dict:
     """Run one configuration in a fresh process; returns its measurements and peak memory."""
-    command = [sys.executable, "-m", "serve.bench", "--worker", json.dumps(asdict(config)), "--model",
+    command = [sys.executable, "-m", "bench", "--worker", json.dumps(asdict(config)), "--model",
                str(model_dir), "--input", str(input_path), "--sentences", str(sentences), "--latency-sentences",
                str(latency_count), "--worker-out", str(out)]
     process = subprocess.Popen(command)
@@ -291,7 +289,7 @@ def plot(results: dict, texts: list[str], model_dir: Path, out_dir: Path) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serve.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder with onnx/ (and model.safetensors)")
     parser.add_argument("--input", type=Path, required=True, help="source sentences, one per line")
     parser.add_argument("--ref", type=Path, help="references, for BLEU")
@@ -312,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.worker_out.write_text(json.dumps(result), encoding="utf-8")
         return
 
-    cpu_count = len(os.sched_getaffinity(0))
+    cpu_count = available_cores()
     configs = [config for config in engine_configs(cpu_count) if config.family in args.engines]
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -328,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_dir = args.out or args.model
     out_dir.mkdir(parents=True, exist_ok=True)
     header = (f"Benchmark of {args.model} on {len(texts)} sentences of {args.input.name}, {cpu_count} CPU cores, "
-              f"batch {BATCH_SIZE} and batch 1, `python -m serve.bench` ({time.strftime('%Y-%m-%d')})")
+              f"batch {BATCH_SIZE} and batch 1, `python -m bench` ({time.strftime('%Y-%m-%d')})")
     serve_outputs = results[summary["serve"]]["modes"]
     for result in results.values():
         for mode_name, mode in result["modes"].items():
@@ -343,6 +341,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     plot(results, texts, args.model, out_dir)
     print(table)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,7 @@
-"""Load an exported ONNX bundle (see ``python -m export``) and run it as a search backend, without torch.
+"""The ONNX bundle format (written by ``python -m export``, read by ``serve``), and its onnxruntime search backend.
+
+Torch-free: the exporter and the server both read this module and neither imports the other. onnxruntime is
+imported only when a backend is built.
 
 A bundle folder holds ``manifest.json``, ``encoder.onnx``, ``decoder_step.onnx`` (the search's step: per-layer
 caches in and out, log-softmax and top-k inside), ``decoder.onnx`` (teacher-forced, with every attention weight;

@@ -1,0 +1,3 @@
+from .benchmark import main
+
+main()

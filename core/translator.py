@@ -1,0 +1,76 @@
+"""One translator shape for every backend: load once, then ``translate(texts, **keyword options)``.
+
+:class:`BaseTranslator` holds a search backend, its tokenizer and one thread pool, and defines ``translate`` once;
+``core.TorchTranslator`` (a PyTorch model folder) and ``serve.Translator`` (an exported ONNX bundle) only load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from .search import SearchBackend, Translation, translate
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the OS has one (Linux), else the core count."""
+    affinity = getattr(os, "sched_getaffinity", None)  # absent on macOS and Windows
+    if affinity is not None:
+        return len(affinity(0))
+    return os.cpu_count() or 1
+
+
+class BaseTranslator:
+    """Translate with a :class:`core.search.SearchBackend`; ``workers`` length-sorted batches are searched at once.
+
+    The pool of ``workers`` threads is created once, on the first call that has more than one batch, and shared by
+    every later call (the backend must allow concurrent calls, as onnxruntime and torch do). One instance may serve
+    many threads.
+    """
+
+    def __init__(self, backend: SearchBackend, tokenizer, *, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        tokenizer.check_compatible(backend.config)
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.config = backend.config
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def max_source_tokens(self) -> int:
+        """The most tokens a source may have (its EOS takes one more position)."""
+        return self.config.max_positions - 1
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self.workers > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="search")
+        return self._pool
+
+    def translate(
+        self,
+        texts: Sequence[str],
+        *,
+        beam_size: int = 5,
+        length_penalty: float = 1.0,
+        max_length: int | None = None,
+        n_best: int = 1,
+        return_attention: bool = False,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> list[Translation]:
+        """Translate texts, returned in input order; ``beam_size=1`` is greedy.
+
+        The output has at most ``max_length`` tokens (EOS included), and never more than 1.5 x the source tokens
+        + 10. An empty text translates to "". Each :class:`core.Translation` holds the text, its subword tokens,
+        the n-best list, the source tokens and how many source characters the model does not know
+        (``unknown_characters``); with ``return_attention`` also every layer's and head's attention of the chosen
+        hypothesis (:class:`core.search.Attention`). A source over :attr:`max_source_tokens` raises ValueError;
+        ``self.tokenizer.truncate(text, translator.max_source_tokens)`` cuts one to fit. Texts are searched in
+        length-sorted batches of ``batch_size``, ``workers`` batches at a time; the result does not depend on either.
+        """
+        return translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
+                         max_length=max_length, n_best=n_best, return_attention=return_attention,
+                         batch_size=batch_size, pool=self._executor(), progress=progress)

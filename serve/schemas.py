@@ -1,0 +1,77 @@
+"""The HTTP API's request and response bodies (the Hugging Face translation task, plus the project's extras).
+
+Typed at the edge: pydantic refuses wrong types, ``null`` and unknown fields before :mod:`serve.validation` checks
+the limits. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+
+class GenerateParameters(BaseModel):
+    """The generation settings this server supports (the Hugging Face names)."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_beams: StrictInt | None = Field(None, description="beam size, 1 (greedy) to the server's max_beams; default 5")
+    max_new_tokens: StrictInt | None = Field(
+        None, description="most output tokens, EOS included; default 1.5 x source tokens + 10")
+    length_penalty: StrictFloat | StrictInt | None = Field(
+        None, description="score = log P / length^length_penalty; default 1.0")
+
+
+class TranslationParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    src_lang: StrictStr | None = Field(None, description="source language; optional when one model is loaded")
+    tgt_lang: StrictStr | None = Field(None, description="target language; optional when one model is loaded")
+    clean_up_tokenization_spaces: StrictBool | None = Field(
+        None, description="accepted for compatibility; output is always clean")
+    truncation: Literal["do_not_truncate", "longest_first", "only_first"] | None = Field(
+        None, description="do_not_truncate (default): an over-long input is an error; otherwise it is cut to fit")
+    generate_parameters: GenerateParameters | None = None
+    return_scores: StrictBool = Field(False, description="add each translation's length-normalized log-probability")
+    n_best: StrictInt | None = Field(None, description="add the n best hypotheses (1 to num_beams)")
+    return_attention: StrictBool = Field(
+        False, description="add every layer's and head's attention of the chosen translation (few inputs only)")
+
+
+class TranslationRequest(BaseModel):
+    """The Hugging Face translation task body."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr | list[StrictStr]
+    parameters: TranslationParameters | None = None
+
+
+class ScoredText(BaseModel):
+    """One entry of an n-best list: a hypothesis (:class:`core.search.Hypothesis`) as text with its score."""
+
+    translation_text: str
+    score: float
+
+
+class AttentionOutput(BaseModel):
+    source_tokens: list[str]
+    target_tokens: list[str]
+    encoder: list = Field(description="[layers, heads, S, S]")
+    decoder: list = Field(description="[layers, heads, T, T]; keys are <s> and target_tokens[:-1]")
+    cross: list = Field(description="[layers, heads, T, S]")
+
+
+class TranslationOutput(BaseModel):
+    translation_text: str
+    unknown_characters: int = Field(description="source characters the model cannot read (they became <unk>)")
+    truncated: bool | None = Field(None, description="present when truncation was asked for")
+    score: float | None = None
+    n_best: list[ScoredText] | None = None
+    attention: AttentionOutput | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every refused request's body."""
+
+    error: str
+    error_type: str
+    field: str | None = None
