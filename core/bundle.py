@@ -96,6 +96,7 @@ class OnnxBackend:
 
         self.config = config
         self.top_k = top_k
+        self.max_beam_size = top_k // 2
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -103,8 +104,14 @@ class OnnxBackend:
         # loop, the HTTP server and other sessions need (measured here: ~5% less offline speed for ~40% less CPU).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        self.encoder, self.decoder_step, self.decoder = (
-            onnxruntime.InferenceSession(str(graphs[name]), options, providers=providers) for name in GRAPHS)
+        sessions = []
+        for name in GRAPHS:
+            try:
+                sessions.append(onnxruntime.InferenceSession(str(graphs[name]), options, providers=providers))
+            except Exception as error:  # onnxruntime's own exception types differ between versions
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise BundleError(f"{graphs[name]} is not a graph onnxruntime can load: {first_line}") from error
+        self.encoder, self.decoder_step, self.decoder = sessions
         self.step_outputs = [output.name for output in self.decoder_step.get_outputs()]
 
     @classmethod

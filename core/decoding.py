@@ -26,6 +26,7 @@ class TorchBackend:
     def __init__(self, model: Transformer) -> None:
         self.model = model.eval()
         self.config = model.config
+        self.max_beam_size = model.config.vocab_size // 2
         self.device = next(model.parameters()).device
 
     @torch.inference_mode()

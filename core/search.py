@@ -23,6 +23,7 @@ class SearchBackend(Protocol):
     """What search needs from a model: the config, an encoder call and a cached decoder step."""
 
     config: TransformerConfig
+    max_beam_size: int  # the largest beam its step can serve (it returns 2 x beam_size candidates per row)
 
     def start(self, source_ids: np.ndarray) -> Any:
         """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows."""

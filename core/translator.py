@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,27 @@ def available_cores() -> int:
     if affinity is not None:
         return len(affinity(0))
     return os.cpu_count() or 1
+
+
+def check_options(*, beam_size, length_penalty, max_length, n_best, batch_size, max_beam_size: int) -> None:
+    """Refuse, before any work, options no search can honour (NaN, infinite, zero, negative, non-integer, huge).
+
+    The messages are the project's, shared word for word with ``serve/js/translator.mjs``.
+    """
+
+    def integer(value) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if not integer(beam_size) or not 1 <= beam_size <= max_beam_size:
+        raise ValueError(f"beam_size must be an integer between 1 and {max_beam_size}, got {beam_size}")
+    if not isinstance(length_penalty, numbers.Real) or not math.isfinite(length_penalty) or length_penalty < 0:
+        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty}")
+    if max_length is not None and (not integer(max_length) or max_length < 1):
+        raise ValueError(f"max_length must be an integer >= 1, got {max_length}")
+    if not integer(n_best) or not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be an integer between 1 and beam_size ({beam_size}), got {n_best}")
+    if not integer(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
 
 
 class BaseTranslator:
@@ -70,7 +93,10 @@ class BaseTranslator:
         hypothesis (:class:`core.search.Attention`). A source over :attr:`max_source_tokens` raises ValueError;
         ``self.tokenizer.truncate(text, translator.max_source_tokens)`` cuts one to fit. Texts are searched in
         length-sorted batches of ``batch_size``, ``workers`` batches at a time; the result does not depend on either.
+        Options out of range (see :func:`check_options`) raise ValueError before any work.
         """
+        check_options(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length, n_best=n_best,
+                      batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
         return translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
                          max_length=max_length, n_best=n_best, return_attention=return_attention,
                          batch_size=batch_size, pool=self._executor(), progress=progress)

@@ -7,22 +7,62 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 from core.bundle import BundleError
 from core.data import DataError, decode_lines, read_lines
-from core.translator import available_cores
+from core.translator import available_cores, check_options
+
+
+def bounded(kind, low: float, high: float = math.inf, what: str = "an integer"):
+    """An argparse type: a finite number of this kind between low and high (a usage error otherwise)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            upper = "" if high == math.inf else f" and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {what} >= {low:g}{upper}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = bounded(int, 1)
+NON_NEGATIVE_NUMBER = bounded(float, 0, what="a finite number")
+
+
+def writable(path: str) -> str | None:
+    """Why path cannot be written (checked before any work), or None."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a folder"
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        return f"no folder {folder} for {path}"
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def translate_command(args: argparse.Namespace) -> None:
     """One line in, one line out, in order; empty lines stay empty; batches are length-sorted by the search."""
     from .translator import Translator
 
+    problem = args.output and writable(args.output)
+    if problem:
+        sys.exit(f"error: --output: {problem}")
     try:
-        lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
         translator = Translator(args.model, threads=args.threads, workers=args.workers)
-    except (BundleError, DataError, ValueError) as error:
+        check_options(beam_size=args.beam, length_penalty=args.length_penalty, max_length=None, n_best=1,
+                      batch_size=args.batch_size, max_beam_size=translator.backend.max_beam_size)
+        lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
+    except (BundleError, DataError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     name = args.input or "<stdin>"
     for number, line in enumerate(lines, start=1):
@@ -33,7 +73,10 @@ def translate_command(args: argparse.Namespace) -> None:
                                         batch_size=args.batch_size, progress=sys.stderr.isatty())
     output = "".join(t.text + "\n" for t in translations)
     if args.output:
-        Path(args.output).write_text(output, encoding="utf-8")
+        try:
+            Path(args.output).write_text(output, encoding="utf-8")
+        except OSError as error:
+            sys.exit(f"error: --output: {error}")
     else:
         sys.stdout.write(output)
     unknown = sum(1 for t in translations if t.unknown_characters)
@@ -44,21 +87,19 @@ def translate_command(args: argparse.Namespace) -> None:
 def http_command(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from core.bundle import load_manifest
+    from .api import BatchSettings, Limits, check_language_pairs, create_app, load_bundles
 
-    from .api import BatchSettings, Limits, create_app, load_bundles
-
-    try:
-        for directory in args.model:
-            load_manifest(directory)  # a missing folder is one line here, not a stack trace from the server
-    except BundleError as error:
-        sys.exit(f"error: {error}")
-    batching = BatchSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                             max_queue=args.max_queue)
     # One core is left to the event loop, JSON and the sockets: on 2 cores with the load generator beside it, one
     # search worker served 111 sentences/s (p95 0.7 s) and two served 96 (p95 2.0 s).
     workers = args.workers or max(1, available_cores() - 1)
-    app = create_app(load_bundles(args.model, threads=args.threads, workers=workers), Limits(), batching)
+    try:  # every bundle loaded and verified before the server starts: a bad one is one line, not a stack trace
+        translators = load_bundles(args.model, threads=args.threads, workers=workers)()
+        check_language_pairs(translators)
+    except (BundleError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    batching = BatchSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                             max_queue=args.max_queue)
+    app = create_app(lambda: translators, Limits(), batching)
     # The event loop and the search thread share the GIL; a shorter switch interval than the default 5 ms keeps
     # the search from waiting on HTTP work (measured: about +10% sentences/s under 64 clients on 2 cores).
     sys.setswitchinterval(0.001)
@@ -71,11 +112,12 @@ def main(argv: list[str] | None = None) -> None:
 
     translate = commands.add_parser("translate", help="translate lines from a file or standard input")
     translate.add_argument("--model", required=True, help="exported bundle folder (e.g. models/en-de/onnx)")
-    translate.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
-    translate.add_argument("--length-penalty", type=float, default=1.0)
-    translate.add_argument("--workers", type=int, help="batches searched at once (default: one per core)")
-    translate.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
-    translate.add_argument("--batch-size", type=int, default=32, help="sentences per search batch")
+    translate.add_argument("--beam", type=POSITIVE, default=5, help="beam size (1: greedy)")
+    translate.add_argument("--length-penalty", type=NON_NEGATIVE_NUMBER, default=1.0,
+                           help="score = log P / length^length_penalty (default 1.0)")
+    translate.add_argument("--workers", type=POSITIVE, help="batches searched at once (default: one per core)")
+    translate.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
+    translate.add_argument("--batch-size", type=POSITIVE, default=32, help="sentences per search batch")
     translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     translate.add_argument("--output", help="file to write (default: standard output)")
     translate.set_defaults(run=translate_command)
@@ -83,13 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     http = commands.add_parser("http", help="serve the Hugging Face translation task over HTTP")
     http.add_argument("--model", required=True, action="append", help="bundle folder; repeat for more models")
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    http.add_argument("--port", type=int, default=8000)
-    http.add_argument("--workers", type=int, help="batches searched at once per model (default: cores - 1, at least 1)")
-    http.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
-    http.add_argument("--max-batch-size", type=int, default=32, help="sentences per search batch")
-    http.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for company")
-    http.add_argument("--max-queue", type=int, default=1024, help="queued sentences per model before 503")
-    http.add_argument("--log-level", default="info")
+    http.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="TCP port (default 8000)")
+    http.add_argument("--workers", type=POSITIVE, help="batches searched at once per model (default: cores - 1, at least 1)")
+    http.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
+    http.add_argument("--max-batch-size", type=POSITIVE, default=32, help="sentences per search batch")
+    http.add_argument("--max-wait-ms", type=NON_NEGATIVE_NUMBER, default=2.0, help="how long a batch waits for company")
+    http.add_argument("--max-queue", type=POSITIVE, default=1024, help="queued sentences per model before 503")
+    http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                      help="uvicorn's log level (default info)")
     http.set_defaults(run=http_command)
 
     args = parser.parse_args(argv)

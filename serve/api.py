@@ -23,6 +23,7 @@ from dataclasses import asdict
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.search import Translation
 
@@ -82,43 +83,63 @@ def error_response(status: int, message: str, error_type: str, field: str | None
                         headers=headers)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: a request body over max_bytes is answered 413 before it is parsed (declared or streamed)."""
+    """ASGI middleware: the request body is read here first, bounded in size and time, before anything parses it.
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    Over ``max_bytes`` (declared by Content-Length or streamed in chunks) answers 413; a body that stops arriving
+    for ``timeout`` seconds (a client that lies about its Content-Length, or trickles) answers 408 and the
+    connection closes; a compressed body (Content-Encoding) answers 415. All in the API's one error shape.
+    """
+
+    def __init__(self, app, max_bytes: int, timeout: float = 10.0) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = error_response(413, f"request body over {self.max_bytes} bytes", "too_large", "body")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await too_large(scope, receive, send)
-        received, started = 0, False
+            return await self.refuse(413, f"request body over {self.max_bytes} bytes", "too_large", scope, receive, send)
+        if headers.get(b"content-encoding", b"identity").lower() != b"identity":
+            return await self.refuse(415, "compressed request bodies are not accepted; send plain UTF-8 JSON",
+                                     "unsupported_media_type", scope, receive, send)
+        body, more = b"", True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                return await self.refuse(408, f"the request body did not arrive within {self.timeout:g} s",
+                                         "timeout", scope, receive, send)
+            if message["type"] == "http.disconnect":
+                return None  # the client left: nothing to answer, nothing to run
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self.refuse(413, f"request body over {self.max_bytes} bytes", "too_large", scope, receive, send)
+        replayed = False
 
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge
-            return message
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect, as the server would report it
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        return await self.app(scope, replay, send)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await too_large(scope, receive, send)
+    @staticmethod
+    async def refuse(status: int, message: str, error_type: str, scope, receive, send):
+        response = error_response(status, message, error_type, "body", {"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def check_language_pairs(translators: Sequence[Translator]) -> None:
+    """Several models are told apart by their language pairs: each needs its own (ValueError otherwise)."""
+    pairs = [(t.source_lang, t.target_lang) for t in translators]
+    if len(translators) > 1 and (any(None in pair for pair in pairs) or len(set(pairs)) < len(pairs)):
+        raise ValueError(f"with several models every bundle needs its own language pair, got {pairs} "
+                         "(re-export with --source-lang/--target-lang)")
 
 
 def model_lifespan(load_translators: Callable[[], Sequence[Translator]], batching: BatchSettings,
@@ -128,10 +149,7 @@ def model_lifespan(load_translators: Callable[[], Sequence[Translator]], batchin
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         translators = await asyncio.to_thread(load_translators)
-        pairs = [(t.source_lang, t.target_lang) for t in translators]
-        if len(translators) > 1 and (any(None in pair for pair in pairs) or len(set(pairs)) < len(pairs)):
-            raise RuntimeError(f"with several models every bundle needs its own language pair, got {pairs} "
-                               "(re-export with --source-lang/--target-lang)")
+        check_language_pairs(translators)
         for translator in translators:
             batcher = Batcher(searcher(translator), max_batch_size=batching.max_batch_size,
                               max_wait=batching.max_wait_ms / 1000, max_queue=batching.max_queue,
@@ -171,6 +189,17 @@ def add_error_handlers(app: FastAPI) -> None:
             message = first["msg"][0].lower() + first["msg"][1:]
         return await refuse(request, RequestError(422, field, message))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 400:  # FastAPI could not parse the body: not UTF-8 JSON, or nested too deep
+            return error_response(400, "body is not valid JSON (UTF-8, at most a few hundred levels deep)",
+                                  "invalid_json", "body")
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http")
+        message = {404: f"no route {request.url.path}; the API has POST /translate, GET /health, GET /models",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code,
+                                                                                       str(error.detail))
+        return error_response(error.status_code, message, error_type, None, error.headers)
+
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception):  # a bug: still a JSON answer, never a dropped connection
         return error_response(500, f"internal error: {type(error).__name__}", "internal", None)
@@ -183,10 +212,10 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     app = FastAPI(title="attention-mt", version="0.1.0", lifespan=model_lifespan(load_translators, batching, models),
                   description="Transformer translation on onnxruntime: the Hugging Face translation task, with "
                               "scores, n-best lists and every attention head on request.")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_s)
     app.state.models = models
     add_error_handlers(app)
-    error_responses = {status: {"model": ErrorBody} for status in (400, 413, 422, 503)}
+    error_responses = {status: {"model": ErrorBody} for status in (400, 408, 413, 415, 422, 503)}
 
     @app.post("/translate", response_model=list[TranslationOutput], response_model_exclude_none=True,
               responses=error_responses, summary="Translate one text or a list of texts")

@@ -21,6 +21,7 @@ class Limits:
     """What one request may ask for; every limit is checked before any translation work."""
 
     max_body_bytes: int = 256 * 1024
+    body_timeout_s: float = 10.0  # longest wait for the rest of a body (408 after it)
     max_inputs: int = 64  # texts per request
     max_input_chars: int = 2000  # characters per text
     max_input_tokens: int = 256  # source tokens per text (also capped by the model's max_positions)

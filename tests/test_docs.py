@@ -11,7 +11,7 @@ from conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PACKAGES = ("core", "export", "serve", "demo", "bench")
-TORCH_FREE = ("serve", "demo", "core")  # their command lines parse without torch (core's loads it on use)
+TORCH_FREE = ("serve", "demo")  # their command lines parse without torch; so does `python -m core` (torch on use)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 COMMAND = re.compile(r"python3? -m ((?:" + "|".join(PACKAGES) + r")(?:\.[\w.]+)?)((?: (?:translate|http))?)")
 
@@ -45,7 +45,7 @@ def shown_commands():
         for module, subcommand in COMMAND.findall(page.read_text(encoding="utf-8")):
             found.setdefault((module, subcommand.strip()), page)
     for (module, subcommand), page in sorted(found.items()):
-        marks = [] if module.split(".")[0] in TORCH_FREE and module != "core.evaluate" else [pytest.mark.torch]
+        marks = [] if module == "core" or module.split(".")[0] in TORCH_FREE else [pytest.mark.torch]
         yield pytest.param(module, subcommand, marks=marks, id=f"{module} {subcommand}".strip())
 
 

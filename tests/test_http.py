@@ -1,4 +1,7 @@
+import asyncio
 import concurrent.futures
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from conftest import ROOT, free_port
 from serve import Translator
-from serve.api import BatchSettings, Limits, create_app
+from serve.api import BatchSettings, BodyLimit, Limits, create_app
 
 BUNDLES = [ROOT / "models" / "en-de" / "onnx", ROOT / "models" / "de-en" / "onnx"]
 EN_DE = {"src_lang": "en", "tgt_lang": "de"}
@@ -128,6 +131,60 @@ def test_limits_on_count_length_tokens_and_body(client):
     response = client.post("/translate", content=b'{"inputs": "' + b"a" * limits.max_body_bytes + b'"}',
                            headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["field"] == "body"
+
+
+def test_every_refusal_has_the_one_error_shape(client):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 10_000
+
+    cases = {
+        "404": (client.get("/nowhere"), 404, None),
+        "405": (client.get("/translate"), 405, None),
+        "deep nesting": (client.post("/translate", content=b"[" * 150_000 + b"]" * 150_000,
+                                     headers={"content-type": "application/json"}), 413, "body"),
+        "deep but small": (client.post("/translate", content=b"[" * 20_000 + b"]" * 20_000,
+                                       headers={"content-type": "application/json"}), 400, "body"),
+        "gzip": (client.post("/translate", content=gzip.compress(b'{"inputs": "a"}'),
+                             headers={"content-type": "application/json", "content-encoding": "gzip"}), 415, "body"),
+        "chunked over the limit": (client.post("/translate", content=chunks(),
+                                               headers={"content-type": "application/json"}), 413, "body"),
+    }
+    for name, (response, status, field) in cases.items():
+        assert response.status_code == status, (name, response.text)
+        assert set(response.json()) == {"error", "error_type", "field"} and response.json()["field"] == field, name
+    assert "POST" in cases["405"][0].headers["allow"]
+    after = client.post("/translate", json={"inputs": "A dog runs.", "parameters": EN_DE})
+    assert after.status_code == 200 and after.json()[0]["translation_text"] == "Ein Hund rennt."
+
+
+def test_a_body_that_stops_arriving_is_answered_408():
+    """A client that declares more than it sends (or trickles) is cut off after the body timeout."""
+    async def scenario():
+        called, sent = [], []
+
+        async def app(scope, receive, send):
+            called.append(scope)
+
+        async def receive():
+            if not sent:
+                sent.append(1)
+                return {"type": "http.request", "body": b'{"inputs": ', "more_body": True}
+            await asyncio.sleep(3600)  # the rest never comes
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "headers": [(b"content-length", b"100")]}
+        started = time.monotonic()
+        await BodyLimit(app, max_bytes=1000, timeout=0.3)(scope, receive, send)
+        return called, sent, time.monotonic() - started
+
+    called, sent, seconds = asyncio.run(scenario())
+    assert called == [] and 0.3 <= seconds < 2
+    start, body = sent[1], sent[2]
+    assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+    assert json.loads(body["body"])["error_type"] == "timeout"
 
 
 def test_health_models_and_docs(client):

@@ -1,5 +1,7 @@
 import asyncio
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +11,9 @@ import pytest
 
 from conftest import ROOT
 from core.search import pad_batch
+from core.translator import available_cores
 from serve import BundleError, Translator
+from serve.api import resident_memory_bytes
 from serve.batcher import Batcher, QueueFull, SearchOptions, searcher
 
 EN_DE = ROOT / "models" / "en-de"
@@ -155,6 +159,87 @@ def test_cli_bad_bundle_is_a_one_line_error(tmp_path):
     assert "Traceback" not in done.stderr
     with pytest.raises(BundleError):
         Translator(tmp_path / "bundle")
+
+
+def test_cli_garbage_graph_with_a_matching_checksum_is_a_one_line_error(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EN_DE / "onnx", bundle)
+    (bundle / "encoder.onnx").write_bytes(b"not an onnx graph" * 100)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["encoder.onnx"]["sha256"] = hashlib.sha256((bundle / "encoder.onnx").read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    for command in (("translate",), ("http", "--port", "0")):
+        done = run_cli(*command, "--model", str(bundle), stdin="A dog.\n")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().count("\n") == 0 and "encoder.onnx is not a graph onnxruntime can load" in done.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beam", "0"], "must be an integer >= 1, got 0"),
+    (["--beam", "1000"], "beam_size must be an integer between 1 and 16, got 1000"),
+    (["--beam", "3.5"], "'3.5' is not an integer"),
+    (["--batch-size", "0"], "must be an integer >= 1, got 0"),
+    (["--workers", "-1"], "must be an integer >= 1, got -1"),
+    (["--length-penalty", "nan"], "must be a finite number >= 0, got nan"),
+    (["--length-penalty", "inf"], "must be a finite number >= 0, got inf"),
+    (["--output", "/nonexistent-folder/out.txt"], "--output: no folder /nonexistent-folder"),
+    (["--output", "."], "--output: . is a folder"),
+])
+def test_cli_user_mistakes_are_one_line_errors(flags, message):
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), *flags, stdin="A dog.\n")
+    assert done.returncode in (1, 2) and message in done.stderr and done.stdout == "", done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].count(message) == 1
+
+
+def test_unwritable_output_is_refused_before_loading_or_translating(tmp_path, monkeypatch):
+    """Simulated with os.access (root may write anywhere): the check comes before the bundle is even read."""
+    from serve.__main__ import main as serve_main
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(SystemExit) as stopped:
+        serve_main(["translate", "--model", str(tmp_path / "no-bundle-here"), "--output", str(tmp_path / "out.txt")])
+    assert stopped.value.code == f"error: --output: {tmp_path / 'out.txt'} is not writable"
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(beam_size=0), "beam_size must be an integer between 1 and 16, got 0"),
+    (dict(beam_size=17), "beam_size must be an integer between 1 and 16, got 17"),
+    (dict(beam_size=2.0), "beam_size must be an integer between 1 and 16, got 2.0"),
+    (dict(beam_size=True), "beam_size must be an integer between 1 and 16, got True"),
+    (dict(length_penalty=float("nan")), "length_penalty must be a finite number >= 0, got nan"),
+    (dict(length_penalty=-1), "length_penalty must be a finite number >= 0, got -1"),
+    (dict(max_length=0), "max_length must be an integer >= 1, got 0"),
+    (dict(n_best=6), "n_best must be an integer between 1 and beam_size (5), got 6"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+])
+def test_translate_refuses_options_no_search_can_honour(translator, options, message):
+    with pytest.raises(ValueError) as raised:
+        translator.translate(["A dog runs."], **options)
+    assert str(raised.value) == message
+
+
+def test_translator_runs_where_the_os_has_no_cpu_affinity(monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: the core count comes from os.cpu_count instead."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert available_cores() == 3
+    assert Translator(EN_DE / "onnx").workers == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert available_cores() == 1
+
+
+def test_resident_memory_is_measured_without_proc(monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    assert resident_memory_bytes() > 10 * 2**20  # the peak, from getrusage
 
 
 class CountingSearch:
