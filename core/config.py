@@ -40,13 +40,13 @@ class TransformerConfig:
             expected = {"int": int, "float": (int, float), "bool": bool}[field.type]
             if not isinstance(value, expected) or (field.type != "bool" and isinstance(value, bool)):
                 raise ValueError(f"{field.name} must be {field.type}, got {value!r}")
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_model % 2:
             raise ValueError(f"d_model ({self.d_model}) must be even for the sinusoidal encoding")
-        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

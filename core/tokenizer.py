@@ -126,10 +126,14 @@ class Tokenizer:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_with_unknown(self, text: str) -> tuple[list[int], list[str], int]:
-        """Token ids, token strings and how many characters of text became ``<unk>`` (the model cannot read them)."""
+        """Token ids, token strings and how many characters the model cannot read.
+
+        Those are the code points of the normalized text that the vocabulary lacks (each becomes part of an
+        ``<unk>``), invisible ones such as a BOM or a zero-width space included: the count is 0 exactly when no
+        ``<unk>`` is in the ids. serve/js counts the same way.
+        """
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        unk_id = SPECIAL_TOKENS.index("<unk>")
-        unknown = sum(end - start for token_id, (start, end) in zip(encoding.ids, encoding.offsets) if token_id == unk_id)
+        unknown = sum(1 for character in self.normalize(text) if character != " " and self.token_to_id(character) is None)
         return encoding.ids, encoding.tokens, unknown
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

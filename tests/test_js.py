@@ -3,6 +3,8 @@
 Both install the package's locked dependencies first when they are missing (`npm ci`, with onnxruntime-node's
 download of GPU providers skipped: the machine has no internet besides the registries)."""
 
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -17,6 +19,21 @@ from conftest import CHROMIUM, CHROMIUM_FLAGS, MULTI30K, ROOT, free_port
 from core.data import read_lines
 
 JS = ROOT / "serve" / "js"
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def make_golden():
+    """tests/golden/make_golden.py as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_file_is_what_python_does_now():
+    module = make_golden()
+    assert module.dumps(module.golden()) == module.GOLDEN.read_text(encoding="utf-8"), (
+        "tests/golden/input_policy.json is stale: run python tests/golden/make_golden.py")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +87,15 @@ BROWSER_TRANSLATE = """async ([pair, texts, beamSize]) => {
 }"""
 
 
+BROWSER_GOLDEN = """async ([pair, texts, beamSize]) => {
+  const ort = await import("onnxruntime-web");
+  const { Translator } = await import("/serve/js/translator.mjs");
+  const translator = await Translator.load(new URL(`/models/${pair}/onnx/`, location.href), { ort });
+  return (await translator.translate(texts, { beamSize })).map((result) => [translator.tokenizer.encode(result.source),
+    result.unknownCharacters, result.text]);
+}"""
+
+
 def browser_parity_sentences() -> dict[str, list[str]]:
     """Real sentences per shipped model: test_2016_flickr's first 40 when ../shared is here, else written ones."""
     written = {"en-de": ["Two dogs play in the snow.", "A woman with sunglasses is reading a book on the beach.",
@@ -112,6 +138,14 @@ def test_example_page_translates_in_the_browser_like_python(static_server, tmp_p
                 for beam in (1, 5):
                     ours = page.evaluate(BROWSER_TRANSLATE, [pair, texts, beam])
                     assert ours == [t.text for t in translator.translate(texts, beam_size=beam)], (pair, beam)
+            golden = json.loads((GOLDEN / "input_policy.json").read_text(encoding="utf-8"))
+            rows = [row for row in golden["bundles"]["en-de"] if "error" not in row]  # the browser build, golden cases
+            texts = [golden["cases"][row["case"]] for row in rows]
+            expected = [[row["ids"], row["unknown_characters"], row["greedy"]] for row in rows]
+            assert page.evaluate(BROWSER_GOLDEN, ["en-de", texts, 1]) == expected
+            few = [i for i, row in enumerate(rows) if row["case"].startswith(("bom", "emoji", "combining", "chinese"))]
+            beam = page.evaluate(BROWSER_GOLDEN, ["en-de", [texts[i] for i in few], 5])
+            assert [text for _, _, text in beam] == [rows[i]["beam5"] for i in few]
             assert float(page.locator("#status").get_attribute("data-milliseconds")) > 0
             assert errors == [] and outside == [], (errors, outside)
         finally:

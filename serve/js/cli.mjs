@@ -8,6 +8,23 @@ import { Translator } from "./translator.mjs";
 
 const usage = "usage: node cli.mjs --model BUNDLE [--beam N] [--length-penalty X] [--batch-size N] < in.txt > out.txt";
 
+/** Lines of UTF-8 bytes as Python's core.data.decode_lines reads them: a BOM is kept, an error names the line. */
+function readLines(bytes, name) {
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const lines = [];
+  for (let start = 0, number = 1; start < bytes.length; number++) {
+    const newline = bytes.indexOf(0x0a, start);
+    const end = newline === -1 ? bytes.length : newline + 1;
+    try {
+      lines.push(decoder.decode(bytes.subarray(start, end)).replace(/[\r\n]+$/, ""));
+    } catch {
+      throw new Error(`${name}:${number}: not valid UTF-8`);
+    }
+    start = end;
+  }
+  return lines;
+}
+
 async function main() {
   let values;
   try {
@@ -19,14 +36,9 @@ async function main() {
   }
   if (values.help) { console.log(usage); return; }
   if (!values.model) throw new Error(`--model is required\n${usage}`);
-  const beamSize = Number(values.beam), batchSize = Number(values["batch-size"]);
-  const lengthPenalty = Number(values["length-penalty"]);
-  if (!Number.isInteger(beamSize) || beamSize < 1) throw new Error(`--beam must be a whole number >= 1, got ${values.beam}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a whole number >= 1`);
-  if (!Number.isFinite(lengthPenalty)) throw new Error(`--length-penalty must be a number, got ${values["length-penalty"]}`);
-  const input = new TextDecoder("utf-8", { fatal: true }).decode(readFileSync(0));
-  const lines = input.split("\n");
-  if (lines.at(-1) === "") lines.pop();
+  const options = { beamSize: Number(values.beam), lengthPenalty: Number(values["length-penalty"]),
+    batchSize: Number(values["batch-size"]) };
+  const lines = readLines(readFileSync(0), "<stdin>");
   const translator = await Translator.load(values.model);
   lines.forEach((line, i) => {
     const tokens = translator.tokenizer.encode(line).length;
@@ -34,7 +46,7 @@ async function main() {
       throw new Error(`<stdin>:${i + 1}: ${tokens} tokens, more than the model's ${translator.maxSourceTokens}`);
     }
   });
-  const results = await translator.translate(lines, { beamSize, lengthPenalty, batchSize });
+  const results = await translator.translate(lines, options);
   process.stdout.write(results.map((r) => `${r.text}\n`).join(""));
 }
 

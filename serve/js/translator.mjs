@@ -44,31 +44,64 @@ async function sha256Hex(bytes) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// The normalizer and pre-tokenizer that core/tokenizer.py writes into every tokenizer.json. This module runs them
+// itself, as the Rust library behind Python does: \s and stripping mean Unicode White_Space (JavaScript's \s and
+// trim() also take U+FEFF, a BOM), punctuation is isolated one character at a time and an <unk> run never crosses
+// a pre-token. @huggingface/tokenizers only runs the BPE model, one pre-token at a time.
+const NORMALIZER = { type: "Sequence", normalizers: [{ type: "NFC" },
+  { type: "Replace", pattern: { Regex: "\\s+" }, content: " " }, { type: "Strip", strip_left: true, strip_right: true }] };
+const PRE_TOKENIZER = { type: "Sequence", pretokenizers: [
+  { type: "Metaspace", replacement: "\u2581", prepend_scheme: "always", split: true }, { type: "Punctuation", behavior: "Isolated" }] };
+const PUNCTUATION = /([\p{P}!-/:-@[-`{-~])/u; // Rust's is_ascii_punctuation or a Unicode P* category
+
 /** A tokenizer.json read as it is: never a hub download, no tokenizer_config.json needed. */
 export class BundleTokenizer {
   constructor(tokenizerJson) {
-    this.tokenizer = new Tokenizer(tokenizerJson, {});
-    this.unkId = this.tokenizer.model.tokens_to_ids.get("<unk>");
-    this.knownCharacters = new Map();
+    for (const [part, expected] of [["normalizer", NORMALIZER], ["pre_tokenizer", PRE_TOKENIZER]]) {
+      if (JSON.stringify(tokenizerJson[part]) !== JSON.stringify(expected)) {
+        throw new BundleError(`tokenizer.json has a ${part} this version does not read: ${JSON.stringify(tokenizerJson[part])}`);
+      }
+    }
+    this.tokenizer = new Tokenizer({ ...tokenizerJson, normalizer: null, pre_tokenizer: null }, {});
+    this.vocab = this.tokenizer.model.tokens_to_ids;
+    this.unkId = this.vocab.get("<unk>");
+  }
+
+  /** Python's Tokenizer.normalize: NFC, every run of White_Space one space, none at either end. */
+  normalize(text) {
+    return text.normalize("NFC").replace(/\p{White_Space}+/gu, " ").replace(/^ | $/g, "");
   }
 
   encode(text) {
-    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    const normalized = this.normalize(text);
+    if (!normalized) return [];
+    const marked = normalized.replaceAll(" ", "\u2581");
+    const words = (marked.startsWith("\u2581") ? marked : `\u2581${marked}`).split(/(?=\u2581)/u)
+      .flatMap((word) => word.split(PUNCTUATION).filter(Boolean));
+    return words.flatMap((word) => this.tokenizer.model([word])).map((token) => this.vocab.get(token) ?? this.unkId);
+  }
+
+  /** Python's Tokenizer.check_compatible: the config's vocabulary size and special ids are this file's. */
+  checkCompatible(config) {
+    if (this.vocab.size !== config.vocab_size) {
+      throw new BundleError(`tokenizer has ${this.vocab.size} tokens but the model expects ${config.vocab_size}`);
+    }
+    const ids = [config.pad_id, config.bos_id, config.eos_id, config.unk_id];
+    if (ids.some((id, i) => id !== i)) {
+      throw new BundleError(`model special ids (${ids.join(", ")}) differ from the tokenizer's (<pad>, <s>, </s>, <unk>)`);
+    }
   }
 
   tokens(ids) {
     return ids.map((id) => this.tokenizer.model.vocab[id]);
   }
 
-  /** How many characters of text the model cannot read (they become <unk>), as Python's unknown_characters. */
+  /** How many characters the model cannot read, as Python's encode_with_unknown: code points of the normalized text
+   * that the vocabulary lacks (each becomes part of an <unk>), so 0 exactly when no <unk> is in the ids. */
   unknownCharacters(text) {
     let count = 0;
-    for (const character of text) {
-      if (/\s/.test(character)) continue;
-      if (!this.knownCharacters.has(character)) {
-        this.knownCharacters.set(character, !this.encode(character).includes(this.unkId));
-      }
-      if (!this.knownCharacters.get(character)) count += 1;
+    for (const character of this.normalize(text)) {
+      if (character !== " " && !this.vocab.has(character)) count += 1;
     }
     return count;
   }
@@ -81,6 +114,49 @@ export class BundleTokenizer {
   }
 }
 
+const isCount = (value, most = Number.MAX_SAFE_INTEGER) => Number.isSafeInteger(value) && value >= 1 && value <= most;
+
+/** Python's option checks and messages (core/translator.py), with this module's option names: before any work. */
+function checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, maxBeam) {
+  if (!isCount(beamSize, maxBeam)) throw new RangeError(`beamSize must be an integer between 1 and ${maxBeam}, got ${beamSize}`);
+  if (!(typeof lengthPenalty === "number" && Number.isFinite(lengthPenalty) && lengthPenalty >= 0)) {
+    throw new RangeError(`lengthPenalty must be a finite number >= 0, got ${lengthPenalty}`);
+  }
+  if (maxLength !== null && !isCount(maxLength)) throw new RangeError(`maxLength must be an integer >= 1, got ${maxLength}`);
+  if (!isCount(nBest, beamSize)) throw new RangeError(`nBest must be an integer between 1 and beamSize (${beamSize}), got ${nBest}`);
+  if (!isCount(batchSize)) throw new RangeError(`batchSize must be an integer >= 1, got ${batchSize}`);
+}
+
+// core/config.py's TransformerConfig: each field's type and default, then its checks, in its order and words.
+const CONFIG_FIELDS = { vocab_size: ["int"], d_model: ["int", 512], n_heads: ["int", 8], d_ff: ["int", 2048],
+  n_encoder_layers: ["int", 6], n_decoder_layers: ["int", 6], dropout: ["float", 0.1], attention_dropout: ["float", 0],
+  activation_dropout: ["float", 0], pre_norm: ["bool", false], max_positions: ["int", 1024], pad_id: ["int", 0],
+  bos_id: ["int", 1], eos_id: ["int", 2], unk_id: ["int", 3] };
+const IS_TYPE = { int: Number.isInteger, float: (v) => typeof v === "number", bool: (v) => typeof v === "boolean" };
+
+/** The config with its defaults filled in, or an Error with TransformerConfig's message for what it refuses. */
+export function checkConfig(values) {
+  if (values === null || typeof values !== "object" || Array.isArray(values)) throw new Error("must hold a JSON object");
+  const unknown = Object.keys(values).filter((name) => !(name in CONFIG_FIELDS)).sort();
+  if (unknown.length) throw new Error(`unknown config keys: ${unknown.join(", ")}`);
+  const config = {};
+  for (const [name, [type, fallback]] of Object.entries(CONFIG_FIELDS)) {
+    const value = name in values ? values[name] : fallback;
+    if (value === undefined) throw new Error(`missing ${name}`);
+    if (!IS_TYPE[type](value)) throw new Error(`${name} must be ${type}, got ${JSON.stringify(value)}`);
+    config[name] = value;
+  }
+  for (const name of ["vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"]) {
+    if (config[name] < 1) throw new Error(`${name} must be positive, got ${config[name]}`);
+  }
+  if (config.d_model % config.n_heads) throw new Error(`d_model (${config.d_model}) must be divisible by n_heads (${config.n_heads})`);
+  if (config.d_model % 2) throw new Error(`d_model (${config.d_model}) must be even for the sinusoidal encoding`);
+  for (const name of ["dropout", "attention_dropout", "activation_dropout"]) {
+    if (!(config[name] >= 0 && config[name] < 1)) throw new Error(`${name} must be in [0, 1), got ${config[name]}`);
+  }
+  return config;
+}
+
 function lengthNormalized(logProb, length, lengthPenalty) {
   return logProb / Math.max(length, 1) ** lengthPenalty;
 }
@@ -91,8 +167,6 @@ function lengthNormalized(logProb, length, lengthPenalty) {
  * Returns, per sentence, its nBest hypotheses {tokenIds, logProb, score, finished}, best first.
  */
 export async function beamSearch(backend, state, maxLengths, { beamSize = 5, lengthPenalty = 1.0, nBest = 1 } = {}) {
-  if (!(beamSize >= 1)) throw new RangeError(`beamSize must be >= 1, got ${beamSize}`);
-  if (!(nBest >= 1 && nBest <= beamSize)) throw new RangeError(`nBest must be between 1 and beamSize (${beamSize})`);
   const { vocab_size: vocabSize, eos_id: eosId, bos_id: bosId } = backend.config;
   const finished = maxLengths.map(() => []);
   let active = maxLengths.map((_, i) => i);
@@ -291,7 +365,7 @@ export class Translator {
       throw new BundleError(`${bundle} has format_version ${manifest.format_version}; this version reads ${BUNDLE_FORMAT_VERSION}`);
     }
     const files = {};
-    for (const name of [...GRAPHS.map((g) => manifest.graphs[g].file), manifest.tokenizer]) {
+    for (const name of [...GRAPHS.map((g) => manifest.graphs[g].file), manifest.tokenizer, "config.json"]) {
       const bytes = await readBytes(bundle, name);
       const expected = manifest.files[name]?.sha256;
       if (!expected) throw new BundleError(`${name} is not listed in the manifest`);
@@ -300,18 +374,28 @@ export class Translator {
       }
       files[name] = bytes;
     }
+    let config;
+    try {
+      config = checkConfig(JSON.parse(new TextDecoder().decode(files["config.json"])));
+    } catch (error) {
+      throw new BundleError(`${bundle}/config.json: ${error.message}`);
+    }
+    if (JSON.stringify(checkConfig(manifest.config)) !== JSON.stringify(config)) {
+      throw new BundleError(`${bundle}/manifest.json's config differs from config.json`);
+    }
+    const tokenizer = new BundleTokenizer(JSON.parse(new TextDecoder().decode(files[manifest.tokenizer])));
+    tokenizer.checkCompatible(config);
     const options = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" };
     const sessions = {};
     for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graph].file], options);
-    const tokenizer = new BundleTokenizer(JSON.parse(new TextDecoder().decode(files[manifest.tokenizer])));
-    return new Translator(new OnnxBackend(ort, sessions, manifest.config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
+    return new Translator(new OnnxBackend(ort, sessions, config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
   }
 
   constructor(backend, tokenizer, manifest) {
     this.backend = backend;
     this.tokenizer = tokenizer;
     this.manifest = manifest;
-    this.config = manifest.config;
+    this.config = backend.config;
   }
 
   get sourceLang() { return this.manifest.languages?.source ?? null; }
@@ -328,6 +412,7 @@ export class Translator {
   async translate(texts, { beamSize = 5, lengthPenalty = 1.0, maxLength = null, nBest = 1, batchSize = 32,
     returnAttention = false } = {}) {
     if (typeof texts === "string") throw new TypeError("translate() takes an array of texts; wrap a single text in one");
+    checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, this.backend.topK / 2);
     const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
     const encoded = texts.map((text, i) => {
       const ids = this.tokenizer.encode(text);
