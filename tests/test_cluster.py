@@ -116,7 +116,8 @@ import json, ray
 from ray import serve
 ray.init(logging_level="ERROR", log_to_driver=False)
 application = serve.status().applications.get("default")
-states = application.deployments["translation"].replica_states if application else {}
+deployment = application.deployments.get("translation") if application else None  # absent while it deploys
+states = deployment.replica_states if deployment else {}
 print(json.dumps({"status": str(application.status) if application else None, "running": states.get("RUNNING", 0),
                   "alive_nodes": sum(node["Alive"] for node in ray.nodes())}))
 """
@@ -126,8 +127,10 @@ def wait_for_replicas(head: Node, count: int, seconds: float) -> float:
     """Seconds until the app has `count` running replicas (fails after `seconds`)."""
     started = time.monotonic()
     while True:
-        state = json.loads(head.python(STATUS).strip().splitlines()[-1])
-        if state["running"] >= count:
+        done = head.run(sys.executable, "-c", STATUS, check=False)  # a busy head may refuse a probe: ask again
+        state = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
+                 else {"probe failed": done.stderr[-500:]})
+        if state.get("running", 0) >= count:
             return time.monotonic() - started
         assert time.monotonic() - started < seconds, f"only {state} after {seconds} s"
         time.sleep(1)

@@ -133,7 +133,7 @@ def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
 
 
 def test_beam_wider_than_the_step_graph_allows_is_refused(bundle):
-    with pytest.raises(ValueError, match="beam_size must be at most 16"):
+    with pytest.raises(ValueError, match="beam_size must be an integer between 1 and 16, got 17"):
         Translator(bundle[0]).translate(SENTENCES[:1], beam_size=17)
 
 
