@@ -111,7 +111,7 @@ def ctranslate2_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callabl
     def run(texts, beam_size, batch_size):
         tokens = source_tokens(tokenizer, list(texts), eos)
         results = engine.translate_batch(tokens, beam_size=beam_size, max_batch_size=batch_size,
-                                         max_decoding_length=max_decoding_length(tokens, config.max_positions))
+                                         max_decoding_length=max_decoding_length(tokens, config))
         return [result.hypotheses[0] for result in results]
 
     return run, detokenizer(tokenizer)

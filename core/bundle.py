@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from core.config import TransformerConfig
+from core.search import MAX_LENGTH_A, MAX_LENGTH_B
 from core.tokenizer import Tokenizer
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
 BUNDLE_FORMAT_VERSION = 2  # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step
 GRAPHS = ("encoder", "decoder_step", "decoder")
+SEARCH_RULES = {"max_length_a": MAX_LENGTH_A, "max_length_b": MAX_LENGTH_B}  # the manifest's "search": every runtime
 
 
 class BundleError(RuntimeError):
@@ -49,6 +51,9 @@ def load_manifest(directory: str | Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {error}") from error
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path} is not an {BUNDLE_FORMAT} manifest")
+    rule = manifest.get("search", SEARCH_RULES)  # bundles exported before the rule was recorded follow it too
+    if rule != SEARCH_RULES:
+        raise BundleError(f"{path} asks for the search length rule {rule}; this version searches with {SEARCH_RULES}")
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise BundleError(f"{path} has format_version {manifest.get('format_version')}; this version reads "
                           f"{BUNDLE_FORMAT_VERSION}: export the model again (python -m export MODEL_DIR --force)")

@@ -9,7 +9,7 @@ growing a batch into beams after the first step and dropping finished sentences 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,6 +45,22 @@ class SearchBackend(Protocol):
         self-attention [enc_layers, B, H, S, S], decoder self-attention [dec_layers, B, H, T, T] and cross attention
         [dec_layers, B, H, T, S]. Only needed for ``translate(..., return_attention=True)``.
         """
+
+
+MAX_LENGTH_A, MAX_LENGTH_B = 1.5, 10  # the output length rule: at most 1.5 n + 10 tokens for n source tokens
+
+
+def max_target_length(source_length: int, config: TransformerConfig, max_length: int | None = None,
+                      a: float = MAX_LENGTH_A, b: int = MAX_LENGTH_B) -> int:
+    """The most tokens (EOS included) the search produces for a source of source_length tokens (EOS included):
+    int(a * n + b), and at most ``max_length`` and the decoder's positions (BOS takes the first). Exported bundles
+    record a and b in their manifest (``search.max_length_a/b``) for every other runtime."""
+    longest = config.max_positions - 1
+    return min(longest, int(a * source_length + b), max_length or longest)
+
+
+class SearchCancelled(Exception):
+    """The caller's ``cancelled()`` said stop: the search ended at a decoding step, with no result."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ def beam_search(
     beam_size: int = 5,
     length_penalty: float = 1.0,
     n_best: int = 1,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for len(max_lengths) sentences whose encoded state is ``state``.
 
@@ -92,7 +109,8 @@ def beam_search(
     candidates; a candidate ending in EOS among the top beam_size ranks becomes a finished hypothesis. A sentence is
     done once it has beam_size finished hypotheses or reaches its max length (then its open beams are kept,
     marked unfinished). beam_size=1 is exactly greedy decoding. Returns the n_best hypotheses of each sentence,
-    best first by length-normalized score.
+    best first by length-normalized score. ``cancelled`` is asked before every step; when it says True the search
+    stops there and raises :class:`SearchCancelled`.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -109,6 +127,8 @@ def beam_search(
     k = min(2 * beam_size, config.vocab_size)
 
     for step in range(max(max_lengths, default=0)):
+        if cancelled is not None and cancelled():
+            raise SearchCancelled
         top_log_probs, top_ids, state = backend.step(last_tokens, state, k)  # [n * group, k] each
         n = len(active)
         candidates = (scores[:, :, None] + top_log_probs.reshape(n, group, k)).reshape(n, group * k)
@@ -218,14 +238,15 @@ def translate(
     *,
     beam_size: int = 5,
     length_penalty: float = 1.0,
-    max_length_a: float = 1.5,
-    max_length_b: int = 10,
+    max_length_a: float = MAX_LENGTH_A,
+    max_length_b: int = MAX_LENGTH_B,
     max_length: int | None = None,
     n_best: int = 1,
     return_attention: bool = False,
     batch_size: int = 64,
     pool: Executor | None = None,
     progress: bool = False,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Translation]:
     """Translate texts with beam search (``beam_size=1`` is greedy).
 
@@ -235,7 +256,8 @@ def translate(
     different batches at the same time with the same backend (which must allow concurrent calls, as onnxruntime
     and torch do), and a batch's results do not depend on which thread ran it. ``return_attention`` adds every
     layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
-    ``backend.attend`` over its tokens.
+    ``backend.attend`` over its tokens. ``cancelled`` stops the search at its next decoding step
+    (:class:`SearchCancelled`): work for a caller that has gone away is not finished.
     """
     if isinstance(texts, str):
         raise TypeError("translate() takes a list of texts; wrap a single text in a list")
@@ -243,7 +265,6 @@ def translate(
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     config = backend.config
     max_source = config.max_positions
-    max_target = config.max_positions - 1  # BOS takes the first decoder position
     encoded, source_tokens, unknown = [], [], []
     for text in texts:
         ids, tokens, unknown_characters = tokenizer.encode_with_unknown(text)
@@ -260,12 +281,12 @@ def translate(
 
     def translate_batch(batch: list[int]) -> None:
         sources = [encoded[i] for i in batch]
-        max_lengths = [min(max_target, int(max_length_a * len(ids) + max_length_b), max_length or max_target)
-                       for ids in sources]
+        max_lengths = [max_target_length(len(ids), config, max_length, max_length_a, max_length_b) for ids in sources]
+        if cancelled is not None and cancelled():
+            raise SearchCancelled
         state = backend.start(pad_batch(sources, config.pad_id))
-        found = beam_search(
-            backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty, n_best=n_best
-        )
+        found = beam_search(backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty,
+                            n_best=n_best, cancelled=cancelled)
         chosen = [hypotheses[0] for hypotheses in found]
         attentions = attention_of(backend, tokenizer, sources, chosen) if return_attention else [None] * len(batch)
         for i, hypotheses, attention in zip(batch, found, attentions):

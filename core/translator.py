@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .search import SearchBackend, Translation, translate
@@ -83,6 +83,7 @@ class BaseTranslator:
         return_attention: bool = False,
         batch_size: int = 32,
         progress: bool = False,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Translation]:
         """Translate texts, returned in input order; ``beam_size=1`` is greedy.
 
@@ -93,10 +94,11 @@ class BaseTranslator:
         hypothesis (:class:`core.search.Attention`). A source over :attr:`max_source_tokens` raises ValueError;
         ``self.tokenizer.truncate(text, translator.max_source_tokens)`` cuts one to fit. Texts are searched in
         length-sorted batches of ``batch_size``, ``workers`` batches at a time; the result does not depend on either.
-        Options out of range (see :func:`check_options`) raise ValueError before any work.
+        Options out of range (see :func:`check_options`) raise ValueError before any work. ``cancelled``, asked
+        before every decoding step, stops the work with :class:`core.search.SearchCancelled` when it says True.
         """
         check_options(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length, n_best=n_best,
                       batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
         return translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
                          max_length=max_length, n_best=n_best, return_attention=return_attention,
-                         batch_size=batch_size, pool=self._executor(), progress=progress)
+                         batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)

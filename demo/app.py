@@ -136,12 +136,12 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     """The translate tab's components, laid out inside the current Blocks."""
     with gr.Row():
         with gr.Column(scale=3):
-            source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.MAX_CHARACTERS,
+            source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.LIMITS.max_chars,
                                 placeholder="A dog runs across a field of green grass.", elem_id="source")
         with gr.Column(scale=1, min_width=220):
             direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
                                     elem_id="direction")
-            beam_size = gr.Slider(1, handlers.MAX_BEAM_SIZE, value=5, step=1, label="Beam size",
+            beam_size = gr.Slider(1, handlers.LIMITS.max_beams, value=5, step=1, label="Beam size",
                                   info="1 is greedy search", elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])

@@ -22,13 +22,14 @@ import numpy as np
 
 from core.search import Attention
 from serve import Translator
+from serve.policy import InputLimits, fit_text, max_source_tokens
 
 from . import figures, lesson
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"}
-MAX_BEAM_SIZE = 8
-MAX_CHARACTERS = 2_000  # longer input is cut before tokenizing
-MAX_SOURCE_TOKENS = 128  # the demo's limit (the models read up to max_positions - 1); longer input is cut
+# The project's input policy with the demo's numbers: 128 source tokens keep the heatmaps readable (the models read
+# up to max_positions - 1); longer input is cut before a word, with a notice.
+LIMITS = InputLimits(max_chars=2_000, max_tokens=128, max_beams=8)
 ATTENTION_KINDS = {
     "cross": "Encoder–decoder (cross) attention",
     "encoder": "Encoder self-attention",
@@ -88,18 +89,16 @@ def load_directions(bundle_dirs: Sequence[str | Path]) -> dict[str, Translator]:
 
 
 def fit_source(translator: Translator, text: str) -> tuple[str, list[str]]:
-    """The text cut to the demo's limits, and a notice for each cut."""
+    """The text cut to the demo's limits (:data:`LIMITS`, by the shared policy), and a notice for each cut."""
+    fitted = fit_text(translator, text, LIMITS, cut=True)
     notices = []
-    if len(text) > MAX_CHARACTERS:
-        notices.append(f"The input has {len(text):,} characters; the demo reads the first {MAX_CHARACTERS:,}.")
-        text = text[:MAX_CHARACTERS]
-    max_tokens = min(MAX_SOURCE_TOKENS, translator.max_source_tokens)
-    token_count = len(translator.tokenizer.encode(text))
-    if token_count > max_tokens:
-        text = translator.tokenizer.truncate(text, max_tokens)
-        notices.append(f"The input has {token_count} subword tokens; the demo translates at most {max_tokens}, so it "
-                       f"was cut to: “{text}”.")
-    return text, notices
+    if fitted.chars_before is not None:
+        notices.append(f"The input has {fitted.chars_before:,} characters; the demo reads the first "
+                       f"{LIMITS.max_chars:,}.")
+    if fitted.tokens_before is not None:
+        notices.append(f"The input has {fitted.tokens_before} subword tokens; the demo translates at most "
+                       f"{max_source_tokens(translator, LIMITS)}, so it was cut to: “{fitted.text}”.")
+    return fitted.text, notices
 
 
 def translate_text(directions: Mapping[str, Translator], direction: str, text: str,
@@ -112,8 +111,8 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
         raise DemoInputError(f"Unknown direction {direction!r}; choose one of: {', '.join(directions)}.")
     if isinstance(beam_size, float) and beam_size.is_integer():
         beam_size = int(beam_size)
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= MAX_BEAM_SIZE:
-        raise DemoInputError(f"The beam size must be a whole number from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}.")
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= LIMITS.max_beams:
+        raise DemoInputError(f"The beam size must be a whole number from 1 to {LIMITS.max_beams}, got {beam_size!r}.")
     if not isinstance(text, str):
         raise DemoInputError("The input must be text.")
     translator = directions[direction]

@@ -50,7 +50,7 @@ from core.decoding import TorchBackend
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
-from core.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, OnnxBackend, sha256_of
+from core.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, SEARCH_RULES, OnnxBackend, sha256_of
 
 ENCODER_FILE, STEP_FILE, DECODER_FILE = "encoder.onnx", "decoder_step.onnx", "decoder.onnx"
 GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "decoder": DECODER_FILE}
@@ -331,6 +331,7 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
         "languages": languages,
         "tokenizer": TOKENIZER_FILE,
         "special_tokens": {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id, "unk": config.unk_id},
+        "search": SEARCH_RULES,
         "opset": opset,
         "graphs": graphs,
         "parity": parity.as_dict(),

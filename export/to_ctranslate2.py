@@ -18,7 +18,8 @@ from pathlib import Path
 
 from core.decoding import TorchBackend
 from core.model import Transformer
-from core.search import translate
+from core.config import TransformerConfig
+from core.search import max_target_length, translate
 from core.tokenizer import Tokenizer
 
 from .onnx_export import PARITY_SENTENCES, ExportError
@@ -107,13 +108,13 @@ def source_tokens(tokenizer: Tokenizer, texts: list[str], eos: str) -> list[list
     return [tokens + [eos] if tokens else [] for tokens in map(tokenizer.tokenize, texts)]
 
 
-def max_decoding_length(tokens: list[list[str]], max_positions: int) -> int:
-    """Our length rule, 1.5 n + 10 (EOS counted) and below max_positions, for the longest source of a batch.
+def max_decoding_length(tokens: list[list[str]], config: TransformerConfig) -> int:
+    """Our length rule (:func:`core.search.max_target_length`, EOS counted) for the longest source of a batch.
 
     CTranslate2 takes one limit per batch, so a short sentence batched with a long one may run longer than ours
     would (only for outputs that never produce EOS).
     """
-    return min(max(int(1.5 * len(t) + 10) for t in tokens), max_positions - 1)
+    return max(max_target_length(len(t), config) for t in tokens)
 
 
 def convert(model_dir: str | Path, out: str | Path | None = None, *, quantization: str | None = None,
@@ -156,7 +157,7 @@ def verify_greedy(directory: Path, model: Transformer, tokenizer: Tokenizer, sen
     eos = tokenizer.id_to_token(config.eos_id)
     engine = ctranslate2.Translator(str(directory), device="cpu", inter_threads=1, intra_threads=1)
     results = [engine.translate_batch([tokens], beam_size=1,
-                                      max_decoding_length=max_decoding_length([tokens], config.max_positions))[0]
+                                      max_decoding_length=max_decoding_length([tokens], config))[0]
                for tokens in source_tokens(tokenizer, sentences, eos)]
     ours = translate(TorchBackend(model), tokenizer, sentences, beam_size=1)
     for sentence, result, reference in zip(sentences, results, ours):

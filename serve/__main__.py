@@ -16,6 +16,11 @@ from core.bundle import BundleError
 from core.data import DataError, decode_lines, read_lines
 from core.translator import available_cores, check_options
 
+from .batcher import BatchSettings
+from .policy import InputError, InputLimits, fit_text
+from .server import ConnectionLimits
+from .validation import Limits
+
 
 def bounded(kind, low: float, high: float = math.inf, what: str = "an integer"):
     """An argparse type: a finite number of this kind between low and high (a usage error otherwise)."""
@@ -35,6 +40,7 @@ def bounded(kind, low: float, high: float = math.inf, what: str = "an integer"):
 
 POSITIVE = bounded(int, 1)
 NON_NEGATIVE_NUMBER = bounded(float, 0, what="a finite number")
+POSITIVE_NUMBER = bounded(float, 0.001, what="a finite number")
 
 
 def writable(path: str) -> str | None:
@@ -64,11 +70,12 @@ def translate_command(args: argparse.Namespace) -> None:
         lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
     except (BundleError, DataError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
-    name = args.input or "<stdin>"
+    name, limits = args.input or "<stdin>", InputLimits(max_chars=sys.maxsize, max_tokens=translator.max_source_tokens)
     for number, line in enumerate(lines, start=1):
-        tokens = len(translator.tokenizer.encode(line))
-        if tokens > translator.max_source_tokens:
-            sys.exit(f"error: {name}:{number}: {tokens} tokens, more than the model's {translator.max_source_tokens}")
+        try:
+            fit_text(translator, line, limits, cut=False)  # the shared input policy; lines of any length in characters
+        except InputError as error:
+            sys.exit(f"error: {name}:{number}: {error}, the most the model reads")
     translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
                                         batch_size=args.batch_size, progress=sys.stderr.isatty())
     output = "".join(t.text + "\n" for t in translations)
@@ -85,9 +92,8 @@ def translate_command(args: argparse.Namespace) -> None:
 
 
 def http_command(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from .api import BatchSettings, Limits, check_language_pairs, create_app, load_bundles
+    from . import server
+    from .api import check_language_pairs, create_app, load_bundles
 
     # One core is left to the event loop, JSON and the sockets: on 2 cores with the load generator beside it, one
     # search worker served 111 sentences/s (p95 0.7 s) and two served 96 (p95 2.0 s).
@@ -97,13 +103,16 @@ def http_command(args: argparse.Namespace) -> None:
         check_language_pairs(translators)
     except (BundleError, ValueError) as error:
         sys.exit(f"error: {error}")
-    batching = BatchSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                             max_queue=args.max_queue)
-    app = create_app(lambda: translators, Limits(), batching)
+    batching = BatchSettings(max_batch_size=args.max_batch_size, max_batch_cost=args.max_batch_cost,
+                             max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    limits = Limits(deadline_s=args.deadline, body_timeout_s=args.body_timeout)
+    app = create_app(lambda: translators, limits, batching)
     # The event loop and the search thread share the GIL; a shorter switch interval than the default 5 ms keeps
     # the search from waiting on HTTP work (measured: about +10% sentences/s under 64 clients on 2 cores).
     sys.setswitchinterval(0.001)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    server.run(app, host=args.host, port=args.port, log_level=args.log_level,
+               limits=ConnectionLimits(header_timeout_s=args.header_timeout, keep_alive_s=args.keep_alive,
+                                       max_connections=args.max_connections))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,6 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     http.add_argument("--workers", type=POSITIVE, help="batches searched at once per model (default: cores - 1, at least 1)")
     http.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
     http.add_argument("--max-batch-size", type=POSITIVE, default=32, help="sentences per search batch")
+    http.add_argument("--max-batch-cost", type=POSITIVE, default=BatchSettings.max_batch_cost,
+                      help="a batch's search work, beams x (source + most target tokens) summed (default 8192)")
+    http.add_argument("--deadline", type=POSITIVE_NUMBER, default=Limits.deadline_s,
+                      help="seconds a request may wait and run; then 504 and its search stops (default 30)")
+    http.add_argument("--header-timeout", type=POSITIVE_NUMBER, default=ConnectionLimits.header_timeout_s,
+                      help="seconds for a request's head to arrive; then the connection closes (default 10)")
+    http.add_argument("--body-timeout", type=POSITIVE_NUMBER, default=Limits.body_timeout_s,
+                      help="seconds for the rest of a body to arrive; then 408 (default 10)")
+    http.add_argument("--keep-alive", type=POSITIVE_NUMBER, default=ConnectionLimits.keep_alive_s,
+                      help="seconds an idle keep-alive connection stays open (default 5)")
+    http.add_argument("--max-connections", type=POSITIVE, default=ConnectionLimits.max_connections,
+                      help="open connections; one more is answered 503 (default 1000)")
     http.add_argument("--max-wait-ms", type=NON_NEGATIVE_NUMBER, default=2.0, help="how long a batch waits for company")
     http.add_argument("--max-queue", type=POSITIVE, default=1024, help="queued sentences per model before 503")
     http.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],

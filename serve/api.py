@@ -14,12 +14,14 @@ with a 4xx status (503 with Retry-After when the queue is full); nothing a clien
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -28,9 +30,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.search import Translation
 
 from .batcher import BatchSettings, Batcher, QueueFull, searcher
-from .schemas import AttentionOutput, ErrorBody, ScoredText, TranslationOutput, TranslationRequest
+from .schemas import AttentionOutput, EncodedArray, ErrorBody, ScoredText, TranslationOutput, TranslationRequest
 from .translator import Translator
 from .validation import Job, Limits, Model, RequestError, check_request
+
+
+def encoded(weights: np.ndarray) -> EncodedArray:
+    """An attention array as base64 little-endian float16 (see :class:`serve.schemas.EncodedArray`)."""
+    return EncodedArray(shape=list(weights.shape), data=base64.b64encode(weights.astype("<f2").tobytes()).decode())
 
 
 def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
@@ -45,8 +52,8 @@ def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
         n_best=[ScoredText(translation_text=decode(list(h.token_ids)), score=h.score) for h in translation.hypotheses]
         if job.return_n_best else None,
         attention=AttentionOutput(source_tokens=attention.source_tokens, target_tokens=attention.target_tokens,
-                                  encoder=attention.encoder.tolist(), decoder=attention.decoder.tolist(),
-                                  cross=attention.cross.tolist()) if attention is not None else None,
+                                  encoder=encoded(attention.encoder), decoder=encoded(attention.decoder),
+                                  cross=encoded(attention.cross)) if attention is not None else None,
     )
 
 
@@ -152,8 +159,8 @@ def model_lifespan(load_translators: Callable[[], Sequence[Translator]], batchin
         check_language_pairs(translators)
         for translator in translators:
             batcher = Batcher(searcher(translator), max_batch_size=batching.max_batch_size,
-                              max_wait=batching.max_wait_ms / 1000, max_queue=batching.max_queue,
-                              workers=translator.workers)
+                              max_batch_cost=batching.max_batch_cost, max_wait=batching.max_wait_ms / 1000,
+                              max_queue=batching.max_queue, workers=translator.workers)
             batcher.start()
             models.append(Model(translator, batcher))
         try:
@@ -200,9 +207,45 @@ def add_error_handlers(app: FastAPI) -> None:
                                                                                        str(error.detail))
         return error_response(error.status_code, message, error_type, None, error.headers)
 
+    @app.exception_handler(ClientGone)
+    async def client_left(request: Request, error: ClientGone):  # nobody reads it; logged as 499, as nginx does
+        return error_response(499, "the client closed the connection", "client_gone", None)
+
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception):  # a bug: still a JSON answer, never a dropped connection
         return error_response(500, f"internal error: {type(error).__name__}", "internal", None)
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer: nobody is left to read it."""
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body was read already: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def run_job(job: Job, request: Request, deadline_s: float) -> list[Translation]:
+    """The job's translations, unless the deadline passes first (504) or the client leaves: then its sentences leave
+    the queue, and a search running them stops at its next step."""
+    work = asyncio.ensure_future(job.model.batcher.submit(job.texts, job.options, job.costs))
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        done, _ = await asyncio.wait({work, gone}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, gone):
+            task.cancel()  # no effect on a finished task
+    if work in done:
+        try:
+            return work.result()
+        except QueueFull as error:
+            raise RequestError(503, None, f"server busy ({error}); retry later", "overloaded",
+                               {"Retry-After": "1"}) from None
+    if gone in done:
+        raise ClientGone
+    raise RequestError(504, None, f"no answer within the deadline of {deadline_s:g} s; the work was stopped "
+                                  "(send fewer or shorter inputs, or a lower num_beams or max_new_tokens)", "timeout")
 
 
 def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Limits = Limits(),
@@ -215,17 +258,13 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_s)
     app.state.models = models
     add_error_handlers(app)
-    error_responses = {status: {"model": ErrorBody} for status in (400, 408, 413, 415, 422, 503)}
+    error_responses = {status: {"model": ErrorBody} for status in (400, 408, 413, 415, 422, 503, 504)}
 
     @app.post("/translate", response_model=list[TranslationOutput], response_model_exclude_none=True,
               responses=error_responses, summary="Translate one text or a list of texts")
-    async def translate(request: TranslationRequest) -> list[TranslationOutput]:
-        job = check_request(request, models, limits)
-        try:
-            results = await job.model.batcher.submit(job.texts, job.options)
-        except QueueFull as error:
-            raise RequestError(503, None, f"server busy ({error}); retry later", "overloaded",
-                               {"Retry-After": "1"}) from None
+    async def translate(body: TranslationRequest, request: Request) -> list[TranslationOutput]:
+        job = check_request(body, models, limits)
+        results = await run_job(job, request, limits.deadline_s)
         return [render(result, job, index) for index, result in enumerate(results)]
 
     @app.get("/health", summary="Ready: every model is loaded")

@@ -1,22 +1,27 @@
-"""Dynamic batching: concurrent requests for one model become one search batch.
+"""Dynamic batching: concurrent requests for one model become one search batch, fairly and within a cost.
 
 A :class:`Batcher` owns ``workers`` threads that run the translator, so inference never blocks the event loop
 (onnxruntime sessions may be run by several threads at once). Requests queue their sentences; a free worker takes
-up to ``max_batch_size`` queued sentences that share the same search options (waiting at most ``max_wait``
-seconds for more to arrive when fewer are queued), translates them in one call and hands each request its
-results. The queue is bounded in sentences: a request that would overflow it is refused with :class:`QueueFull`
-before anything is queued. Knows nothing of HTTP.
+queued sentences that share the same search options (waiting at most ``max_wait`` seconds for more to arrive when
+fewer than ``max_batch_size`` are queued) and translates them in one call. Requests take turns: the next batch
+starts with the request served longest ago, so a request of many sentences cannot hold a light one behind it for
+more than one batch, and a batch's cost (beams x (source + most target tokens), summed) stays within
+``max_batch_cost``, so one batch of very long sentences stays short. A sentence whose request went away (the client
+left, or its deadline passed) is dropped from the queue, and a running batch stops at its next decoding step once
+none of its requests is waiting. The queue is bounded in sentences: a request that would overflow it is refused
+with :class:`QueueFull` before anything is queued. Knows nothing of HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from core.search import Translation
+from core.search import SearchCancelled, Translation
 from core.translator import BaseTranslator
 
 
@@ -33,23 +38,26 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Dynamic batching per model: the largest search batch, how long to wait for one, the queue bound."""
+    """Dynamic batching per model: the largest search batch (in sentences and in cost), how long to wait for one,
+    the queue bound."""
 
     max_batch_size: int = 32
+    max_batch_cost: int = 8192  # beams x (source + most target tokens), summed; 32 captions at beam 5 cost ~8,000
     max_wait_ms: float = 2.0
     max_queue: int = 1024  # sentences waiting per model; more answers 503 with Retry-After
 
 
-Search = Callable[[list[str], SearchOptions], list[Translation]]  # one batch of texts, with their shared options
+# One batch of texts, their shared options, and a question the search asks before every step: stop now?
+Search = Callable[[list[str], SearchOptions, Callable[[], bool]], list[Translation]]
 
 
 def searcher(translator: BaseTranslator) -> Search:
-    """The batcher's view of a translator: ``translate`` with one batch's options."""
+    """The batcher's view of a translator: ``translate`` with one batch's options and its cancel question."""
 
-    def search(texts: list[str], options: SearchOptions) -> list[Translation]:
+    def search(texts: list[str], options: SearchOptions, cancelled: Callable[[], bool]) -> list[Translation]:
         return translator.translate(texts, beam_size=options.beam_size, length_penalty=options.length_penalty,
                                     max_length=options.max_length, n_best=options.n_best,
-                                    return_attention=options.return_attention)
+                                    return_attention=options.return_attention, cancelled=cancelled)
 
     return search
 
@@ -63,19 +71,25 @@ class _Pending:
     text: str
     options: SearchOptions
     future: asyncio.Future
+    request: int  # the submit call it came with
+    cost: int
 
 
 class Batcher:
     """Gather concurrent ``submit`` calls into batched calls of ``search`` (``workers`` at a time, off the event
     loop)."""
 
-    def __init__(self, search: Search, *, max_batch_size: int = 32, max_wait: float = 0.002,
-                 max_queue: int = 1024, workers: int = 1) -> None:
-        if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0 or workers < 1:
-            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait >= 0 and workers >= 1")
+    def __init__(self, search: Search, *, max_batch_size: int = 32, max_batch_cost: int = 8192,
+                 max_wait: float = 0.002, max_queue: int = 1024, workers: int = 1) -> None:
+        if max_batch_size < 1 or max_queue < max_batch_size or max_wait < 0 or workers < 1 or max_batch_cost < 1:
+            raise ValueError("need max_batch_size >= 1, max_batch_cost >= 1, max_queue >= max_batch_size, "
+                             "max_wait >= 0 and workers >= 1")
         self._search = search
-        self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait, max_queue
+        self.max_batch_size, self.max_batch_cost = max_batch_size, max_batch_cost
+        self.max_wait, self.max_queue = max_wait, max_queue
         self._pending: deque[_Pending] = deque()
+        self._turns: deque[int] = deque()  # request ids, the one served longest ago first
+        self._request_ids = itertools.count()
         self._arrived = asyncio.Event()
         self.workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="translate")
@@ -100,31 +114,49 @@ class Batcher:
         self._pending.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: Sequence[str], options: SearchOptions) -> list[Translation]:
-        """Queue texts and wait for their translations, in order. Raises QueueFull when there is no room."""
+    async def submit(self, texts: Sequence[str], options: SearchOptions,
+                     costs: Sequence[int] | None = None) -> list[Translation]:
+        """Queue texts and wait for their translations, in order. Raises QueueFull when there is no room.
+
+        ``costs`` (one per text; default 1 each) is each sentence's search work, for ``max_batch_cost``.
+        Cancelling the call (the client left, a deadline) drops its sentences from the queue and from the search.
+        """
         if len(self._pending) + len(texts) > self.max_queue:
             raise QueueFull(f"{len(self._pending)} sentences are queued; the limit is {self.max_queue}")
         loop = asyncio.get_running_loop()
-        items = [_Pending(text, options, loop.create_future()) for text in texts]
+        request = next(self._request_ids)
+        items = [_Pending(text, options, loop.create_future(), request, cost)
+                 for text, cost in zip(texts, costs if costs is not None else [1] * len(texts))]
         self._pending.extend(items)
+        self._turns.append(request)
         self._arrived.set()
-        return list(await asyncio.gather(*(item.future for item in items)))
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        finally:
+            for item in items:
+                item.future.cancel()  # no effect on those already done; the others leave the queue
 
     def _take_batch(self) -> list[_Pending]:
-        """Up to max_batch_size queued items sharing the oldest item's options; others keep their place."""
-        if not self._pending:  # another worker took them while this one waited
+        """The next batch: led by the request whose turn it is, filled with queued sentences of the same options
+        (requests in turn order) up to max_batch_size sentences and max_batch_cost (at least one sentence)."""
+        self._pending = deque(item for item in self._pending if not item.future.done())  # requests that went away
+        waiting = {item.request for item in self._pending}
+        self._turns = deque(request for request in self._turns if request in waiting)
+        if not self._turns:
             return []
-        options = self._pending[0].options
-        batch, rest = [], deque()
-        while self._pending:
-            item = self._pending.popleft()
-            if item.future.done():  # its request went away (client disconnected)
-                continue
-            if item.options == options and len(batch) < self.max_batch_size:
+        rank = {request: turn for turn, request in enumerate(self._turns)}
+        options = next(item.options for item in self._pending if item.request == self._turns[0])
+        batch, cost = [], 0
+        for item in sorted(self._pending, key=lambda item: rank[item.request]):  # stable: order within a request kept
+            if len(batch) == self.max_batch_size:
+                break
+            if item.options == options and (not batch or cost + item.cost <= self.max_batch_cost):
                 batch.append(item)
-            else:
-                rest.append(item)
-        self._pending = rest
+                cost += item.cost
+        taken = set(map(id, batch))
+        self._pending = deque(item for item in self._pending if id(item) not in taken)
+        served = {item.request for item in batch}
+        self._turns = deque([r for r in self._turns if r not in served] + [r for r in self._turns if r in served])
         return batch
 
     async def _run(self) -> None:
@@ -138,10 +170,15 @@ class Batcher:
             batch = self._take_batch()
             if not batch:
                 continue
-            options = batch[0].options
+
+            def abandoned(batch=batch) -> bool:  # asked from the search thread: every request of the batch left
+                return all(item.future.done() for item in batch)
+
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._search, [item.text for item in batch], options)
+                    self._executor, self._search, [item.text for item in batch], batch[0].options, abandoned)
+            except SearchCancelled:
+                continue
             except Exception as error:  # noqa: BLE001 - handed to every waiting request
                 for item in batch:
                     if not item.future.done():

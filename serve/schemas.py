@@ -52,12 +52,21 @@ class ScoredText(BaseModel):
     score: float
 
 
+class EncodedArray(BaseModel):
+    """An array as little-endian float16 bytes in base64: ``np.frombuffer(base64.b64decode(data), "<f2")
+    .reshape(shape)`` (2 bytes a weight, ~2.7 with base64; float16 keeps weights to about 3 significant digits)."""
+
+    shape: list[int]
+    data: str
+
+
 class AttentionOutput(BaseModel):
     source_tokens: list[str]
     target_tokens: list[str]
-    encoder: list = Field(description="[layers, heads, S, S]")
-    decoder: list = Field(description="[layers, heads, T, T]; keys are <s> and target_tokens[:-1]")
-    cross: list = Field(description="[layers, heads, T, S]")
+    encoding: Literal["base64-float16-le"] = "base64-float16-le"
+    encoder: EncodedArray = Field(description="[layers, heads, S, S]")
+    decoder: EncodedArray = Field(description="[layers, heads, T, T]; keys are <s> and target_tokens[:-1]")
+    cross: EncodedArray = Field(description="[layers, heads, T, S]")
 
 
 class TranslationOutput(BaseModel):

@@ -1,34 +1,43 @@
 """The HTTP API's rules: every limit checked before any work, and a refused request named by its field.
 
 :func:`check_request` turns a typed :class:`serve.schemas.TranslationRequest` into a :class:`Job` of clean values
-for the batcher, or raises :class:`RequestError`. Knows nothing of FastAPI.
+for the batcher, or raises :class:`RequestError`. The rules themselves are the shared input policy
+(:mod:`serve.policy`); this module adds the HTTP limits and the field names. Knows nothing of FastAPI.
 """
 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .batcher import Batcher, SearchOptions
+from .policy import (InputError, InputLimits, attention_weights, bad_character, find_model, fit_text,
+                     max_source_tokens, search_cost)
 from .schemas import GenerateParameters, TranslationParameters, TranslationRequest
 from .translator import Translator
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; every limit is checked before any translation work."""
+    """What one request may ask for and how long it may take; every limit is checked before any translation work."""
 
     max_body_bytes: int = 256 * 1024
     body_timeout_s: float = 10.0  # longest wait for the rest of a body (408 after it)
+    deadline_s: float = 30.0  # longest a request may wait and run (504 after it; its search stops)
     max_inputs: int = 64  # texts per request
     max_input_chars: int = 2000  # characters per text
     max_input_tokens: int = 256  # source tokens per text (also capped by the model's max_positions)
     max_new_tokens: int = 256  # output tokens, EOS included
     max_beams: int = 8
     max_attention_inputs: int = 4  # texts per request with return_attention
+    max_attention_weights: int = 1_000_000  # attention weights per request (~2.7 MB as base64 float16)
     length_penalty_range: tuple[float, float] = (0.0, 2.0)
+
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(max_chars=self.max_input_chars, max_tokens=self.max_input_tokens, max_beams=self.max_beams,
+                           max_new_tokens=self.max_new_tokens, max_attention_weights=self.max_attention_weights)
 
 
 class RequestError(Exception):
@@ -48,10 +57,7 @@ class Model:
     batcher: Batcher
 
     def limits(self, limits: Limits) -> dict:
-        return {**asdict(limits), "max_input_tokens": self.max_input_tokens(limits)}
-
-    def max_input_tokens(self, limits: Limits) -> int:
-        return min(limits.max_input_tokens, self.translator.max_source_tokens)
+        return {**asdict(limits), "max_input_tokens": max_source_tokens(self.translator, limits.input_limits)}
 
 
 @dataclass(frozen=True)
@@ -60,37 +66,22 @@ class Job:
 
     model: Model
     texts: list[str]
+    costs: list[int]  # each text's search work (serve.policy.search_cost)
     truncated: list[bool] | None  # None unless truncation was asked for
     options: SearchOptions
     return_scores: bool
     return_n_best: bool
 
 
-def bad_character(text: str) -> str | None:
-    """The first control character (tab, newline and carriage return are fine) or lone surrogate, described."""
-    for position, char in enumerate(text):
-        category = unicodedata.category(char)
-        if (category == "Cc" and char not in "\t\n\r") or category == "Cs":
-            kind = "a lone surrogate" if category == "Cs" else "a control character"
-            return f"{kind} U+{ord(char):04X} at position {position}"
-    return None
-
-
 def choose_model(models: Sequence[Model], src_lang: str | None, tgt_lang: str | None) -> Model:
     if (src_lang is None) != (tgt_lang is None):
         field = "parameters.tgt_lang" if tgt_lang is None else "parameters.src_lang"
         raise RequestError(422, field, "give both src_lang and tgt_lang, or neither")
-    pairs = ", ".join(f"{m.translator.source_lang}->{m.translator.target_lang}" for m in models)
-    if src_lang is None:
-        if len(models) == 1:
-            return models[0]
-        raise RequestError(422, "parameters.src_lang", f"this server has {len(models)} models ({pairs}): "
-                                                       "give src_lang and tgt_lang")
-    for model in models:
-        if (model.translator.source_lang, model.translator.target_lang) == (src_lang, tgt_lang):
-            return model
-    raise RequestError(422, "parameters.src_lang", f"no model translates {src_lang!r} to {tgt_lang!r}; "
-                                                   f"this server has {pairs}")
+    try:
+        translator = find_model([m.translator for m in models], src_lang, tgt_lang)
+    except InputError as error:
+        raise RequestError(422, "parameters.src_lang", str(error)) from None
+    return next(m for m in models if m.translator is translator)
 
 
 def check_range(field: str, value, low, high) -> None:
@@ -98,25 +89,22 @@ def check_range(field: str, value, low, high) -> None:
         raise RequestError(422, field, f"must be between {low} and {high}, got {value}")
 
 
+def input_field(request: TranslationRequest, index: int) -> str:
+    return "inputs" if isinstance(request.inputs, str) else f"inputs[{index}]"
+
+
 def check_texts(request: TranslationRequest, limits: Limits) -> list[str]:
-    """The request's texts, each within the character limit and free of control characters."""
+    """The request's texts: not too many, none with control characters or lone surrogates."""
     texts = [request.inputs] if isinstance(request.inputs, str) else list(request.inputs)
     if not texts:
         raise RequestError(422, "inputs", "must not be an empty list")
     if len(texts) > limits.max_inputs:
         raise RequestError(422, "inputs", f"{len(texts)} texts; at most {limits.max_inputs} per request")
     for index, text in enumerate(texts):
-        field = input_field(request, index)
-        if len(text) > limits.max_input_chars:
-            raise RequestError(422, field, f"{len(text)} characters; at most {limits.max_input_chars}")
         problem = bad_character(text)
         if problem:
-            raise RequestError(422, field, f"contains {problem}")
+            raise RequestError(422, input_field(request, index), f"contains {problem}")
     return texts
-
-
-def input_field(request: TranslationRequest, index: int) -> str:
-    return "inputs" if isinstance(request.inputs, str) else f"inputs[{index}]"
 
 
 def check_options(parameters: TranslationParameters, texts: list[str], limits: Limits) -> SearchOptions:
@@ -145,18 +133,21 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
     texts = check_texts(request, limits)
     model = choose_model(models, parameters.src_lang, parameters.tgt_lang)
     options = check_options(parameters, texts, limits)
-
     truncate = parameters.truncation not in (None, "do_not_truncate")
-    max_tokens = model.max_input_tokens(limits)
-    tokenizer = model.translator.tokenizer
-    truncated = [False] * len(texts)
+    fitted = []
     for index, text in enumerate(texts):
-        count = len(tokenizer.encode(text))
-        if count <= max_tokens:
-            continue
-        if not truncate:
-            raise RequestError(422, input_field(request, index), f"{count} tokens; at most {max_tokens} (or set "
-                                                                 "parameters.truncation to 'longest_first' to cut it)")
-        texts[index], truncated[index] = tokenizer.truncate(text, max_tokens), True
-    return Job(model, texts, truncated if truncate else None, options, parameters.return_scores,
-               parameters.n_best is not None)
+        try:
+            fitted.append(fit_text(model.translator, text, limits.input_limits, cut=truncate))
+        except InputError as error:
+            raise RequestError(422, input_field(request, index), f"{error} (or set parameters.truncation to "
+                                                                 "'longest_first' to cut it)") from None
+    if options.return_attention:
+        weights = sum(attention_weights(model.translator, f.tokens, options.max_length) for f in fitted)
+        if weights > limits.max_attention_weights:
+            raise RequestError(422, "parameters.return_attention",
+                               f"the attention of these inputs could hold {weights:,} weights; at most "
+                               f"{limits.max_attention_weights:,} per request: send fewer or shorter inputs, or a "
+                               "lower max_new_tokens")
+    costs = [search_cost(model.translator, f.tokens, options.beam_size, options.max_length) for f in fitted]
+    return Job(model, [f.text for f in fitted], costs, [f.was_cut for f in fitted] if truncate else None, options,
+               parameters.return_scores, parameters.n_best is not None)

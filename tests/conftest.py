@@ -2,8 +2,13 @@
 so ``pytest -m "not torch"`` runs the rest where torch is not installed."""
 
 import importlib.util
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +80,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.keywords:
             item.add_marker(skip)
+
+
+@contextmanager
+def running_server(*flags: str):
+    """``python -m serve http FLAGS`` on a free loopback port, ready: (url, process). Stopped by its PID."""
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "serve", "http", *flags, "--host", "127.0.0.1", "--port",
+                                str(port), "--log-level", "warning"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {process.stdout.read()}")
+            time.sleep(0.5)
+        else:
+            pytest.fail("server did not become ready in 60 s")
+        yield url, process
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()

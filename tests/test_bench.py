@@ -45,8 +45,8 @@ def test_ctranslate2_greedy_and_beam_equal_ours(tmp_path, tokenizer, pre_norm):
     tokens = source_tokens(tokenizer, SENTENCES, "</s>")
     ours = TorchTranslator(model_dir)
     for beam_size in (1, 4):  # one sentence at a time: each with our own length limit
-        theirs = [engine.translate_batch([t], beam_size=beam_size, max_decoding_length=max_decoding_length([t], 256))[0]
-                  for t in tokens]
+        theirs = [engine.translate_batch([t], beam_size=beam_size,
+                                         max_decoding_length=max_decoding_length([t], ours.config))[0] for t in tokens]
         expected = ours.translate(SENTENCES, beam_size=beam_size)
         same = sum(t.hypotheses[0] == e.tokens for t, e in zip(theirs, expected))
         assert same == len(SENTENCES) if beam_size == 1 else same >= len(SENTENCES) - 1

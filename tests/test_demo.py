@@ -80,7 +80,7 @@ def test_long_input_is_cut_to_the_demo_limit_with_a_notice(directions):
     long_text = "A man in a red shirt rides a bike down the road. " * 30
     result = handlers.translate_text(directions, EN_DE, long_text, 1)
     assert "the demo translates at most 128" in result.notices[0]
-    assert len(result.attention.source_tokens) <= handlers.MAX_SOURCE_TOKENS + 1  # + </s>
+    assert len(result.attention.source_tokens) <= handlers.LIMITS.max_tokens + 1  # + </s>
     assert long_text.startswith(result.source) and long_text[len(result.source)] == " "  # cut before a word
     huge = handlers.translate_text(directions, EN_DE, "a" * 50_000, 1)
     assert huge.notices[0].startswith("The input has 50,000 characters; the demo reads the first 2,000")

@@ -1,4 +1,5 @@
 import asyncio
+import base64
 import concurrent.futures
 import gzip
 import json
@@ -9,10 +10,11 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, running_server
 from serve import Translator
 from serve.api import BatchSettings, BodyLimit, Limits, create_app
 
@@ -53,10 +55,12 @@ def test_extras_scores_n_best_attention(client, translators):
     assert len(item["n_best"]) == 3
     attention = item["attention"]
     assert attention["target_tokens"] == reference.attention.target_tokens
-    layers, heads, t, s = reference.attention.cross.shape
-    assert (len(attention["cross"]), len(attention["cross"][0]), len(attention["cross"][0][0]),
-            len(attention["cross"][0][0][0])) == (layers, heads, t, s)
-    assert attention["cross"][1][2][0] == pytest.approx(reference.attention.cross[1, 2, 0].tolist())
+    assert attention["encoding"] == "base64-float16-le"
+    for kind in ("encoder", "decoder", "cross"):  # float16: within half a unit of its last place (~5e-4 below 1)
+        expected = getattr(reference.attention, kind)
+        decoded = np.frombuffer(base64.b64decode(attention[kind]["data"]), "<f2").reshape(attention[kind]["shape"])
+        assert decoded.shape == expected.shape
+        np.testing.assert_allclose(decoded.astype(np.float32), expected, atol=5e-4, rtol=0)
 
 
 def test_unknown_characters_and_truncation_are_reported(client):
@@ -230,32 +234,8 @@ def test_concurrent_requests_share_search_batches(translators):
 @pytest.fixture(scope="module")
 def server():
     """The real server in a subprocess on a free loopback port, stopped by its PID."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serve", "http", "--model", str(BUNDLES[0]), "--model", str(BUNDLES[1]),
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {process.stdout.read()}")
-            time.sleep(0.5)
-        else:
-            pytest.fail("server did not become ready in 60 s")
+    with running_server("--model", str(BUNDLES[0]), "--model", str(BUNDLES[1])) as (url, _):
         yield url
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_real_server_with_the_hugging_face_client(server, translators):

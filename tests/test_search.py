@@ -5,7 +5,8 @@ import pytest
 
 from conftest import tiny_config
 from core.config import TransformerConfig
-from core.search import beam_search, top_k_indices, top_k_tokens, translate
+from core.search import (MAX_LENGTH_A, MAX_LENGTH_B, SearchCancelled, beam_search, max_target_length,
+                         top_k_indices, top_k_tokens, translate)
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
 
@@ -91,6 +92,21 @@ def test_invalid_options():
         search(beam_size=0)
     with pytest.raises(ValueError):
         search(beam_size=2, n_best=3)
+
+
+def test_cancelled_stops_the_search_at_the_next_step():
+    backend = ScriptedBackend()
+    with pytest.raises(SearchCancelled):
+        beam_search(backend, backend.start(np.zeros((1, 1))), [10], beam_size=2,
+                    cancelled=lambda: backend.calls >= 1)
+    assert backend.calls == 1  # asked before each step: the second never ran
+
+
+def test_the_length_rule_is_defined_once():
+    config = TransformerConfig(vocab_size=5, max_positions=64)
+    assert (MAX_LENGTH_A, MAX_LENGTH_B) == (1.5, 10)
+    assert max_target_length(4, config) == 16 and max_target_length(4, config, max_length=3) == 3
+    assert max_target_length(60, config) == 63  # BOS takes the first of the decoder's 64 positions
 
 
 def test_top_k_indices_orders_by_value_then_index():

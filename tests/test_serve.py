@@ -2,6 +2,8 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
+import time
 import shutil
 import subprocess
 import sys
@@ -10,10 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from core.search import pad_batch
+from core.search import SearchCancelled, pad_batch
 from core.translator import available_cores
 from serve import BundleError, Translator
+from core.bundle import SEARCH_RULES
 from serve.api import resident_memory_bytes
+from serve.policy import InputError, InputLimits, attention_weights, fit_text, search_cost
 from serve.batcher import Batcher, QueueFull, SearchOptions, searcher
 
 EN_DE = ROOT / "models" / "en-de"
@@ -242,15 +246,39 @@ def test_resident_memory_is_measured_without_proc(monkeypatch):
     assert resident_memory_bytes() > 10 * 2**20  # the peak, from getrusage
 
 
+def test_bundles_record_the_length_rule_and_a_different_one_is_refused(tmp_path):
+    for pair in ("en-de", "de-en"):
+        assert json.loads((ROOT / "models" / pair / "onnx" / "manifest.json").read_text())["search"] == SEARCH_RULES
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EN_DE / "onnx", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "search": {"max_length_a": 2, "max_length_b": 0}}))
+    with pytest.raises(BundleError, match="asks for the search length rule"):
+        Translator(bundle)
+
+
+def test_the_input_policy_cuts_or_refuses_and_prices_the_work(translator):
+    limits = InputLimits(max_chars=40, max_tokens=6)
+    fitted = fit_text(translator, "Two young children are playing with a red ball on the grass.", limits, cut=True)
+    assert fitted.was_cut and fitted.chars_before == 60 and fitted.tokens_before > 6 >= fitted.tokens
+    assert "Two young children are playing with a red ball on the grass.".startswith(fitted.text)
+    with pytest.raises(InputError, match="60 characters; at most 40"):
+        fit_text(translator, "Two young children are playing with a red ball on the grass.", limits, cut=False)
+    assert not fit_text(translator, "A dog runs.", limits, cut=False).was_cut
+    # beams x (source + most target tokens): 4 tokens + EOS = 5, at most 1.5 x 5 + 10 = 17 out
+    assert search_cost(translator, 4, 5, None) == 5 * (5 + 17) and search_cost(translator, 4, 5, 3) == 5 * (5 + 3)
+    config = translator.config
+    assert attention_weights(translator, 4, 3) == config.n_heads * (
+        config.n_encoder_layers * 25 + config.n_decoder_layers * (9 + 15))
+
+
 class CountingSearch:
     """A batcher's search that records its batches; each text's result is derived from the text alone."""
 
     def __init__(self, delay: float = 0.0):
         self.batches, self.delay = [], delay
 
-    def __call__(self, texts, options):
-        import time
-
+    def __call__(self, texts, options, cancelled):
         time.sleep(self.delay)
         self.batches.append((list(texts), options))
         return [f"{text}|{options.beam_size}" for text in texts]
@@ -276,14 +304,10 @@ def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
 
 
 def test_batcher_workers_translate_batches_at_the_same_time():
-    import threading
-
     running, most = set(), [0]
     lock = threading.Lock()
 
-    def search(texts, options):
-        import time
-
+    def search(texts, options, cancelled):
         with lock:
             running.add(threading.get_ident())
             most[0] = max(most[0], len(running))
@@ -318,15 +342,63 @@ def test_batcher_refuses_when_the_queue_is_full():
     assert asyncio.run(scenario()) == ["a|5", "b|5", "c|5", "d|5"]
 
 
+def test_batcher_takes_turns_and_keeps_batches_within_their_cost():
+    """A request of many costly sentences queued first: a light request that arrives after it waits one batch."""
+    search = CountingSearch(delay=0.02)
+
+    async def scenario():
+        batcher = Batcher(search, max_batch_size=8, max_batch_cost=100, max_wait=0, max_queue=64)
+        heavy = asyncio.ensure_future(batcher.submit([f"h{i}" for i in range(12)], SearchOptions(), [40] * 12))
+        await asyncio.sleep(0)
+        light = asyncio.ensure_future(batcher.submit(["l0"], SearchOptions(), [30]))
+        await asyncio.sleep(0)
+        batcher.start()
+        results = await asyncio.gather(heavy, light)
+        await batcher.stop()
+        return results
+
+    heavy, light = asyncio.run(scenario())
+    assert light == ["l0|5"] and heavy == [f"h{i}|5" for i in range(12)]
+    batches = [texts for texts, _ in search.batches]
+    assert batches[0] == ["h0", "h1"]  # 2 x 40 fits the cost of 100; neither a third 40 nor the light 30 would
+    assert batches[1] == ["l0", "h2"]  # the light request's turn: first, then the heavy one fills what is left
+    assert all(len(texts) <= 2 for texts in batches)
+
+
+def test_a_cancelled_request_leaves_the_queue_and_stops_its_running_search():
+    asked, stopped = [], threading.Event()
+
+    def search(texts, options, cancelled):
+        while not cancelled():  # a long search that asks before each step
+            time.sleep(0.01)
+        asked.append(list(texts))
+        stopped.set()
+        raise SearchCancelled
+
+    async def scenario():
+        batcher = Batcher(search, max_batch_size=2, max_wait=0, max_queue=64)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(["a", "b", "c", "d"], SearchOptions()))
+        await asyncio.sleep(0.1)
+        assert batcher.queued == 2  # c and d wait while a and b are searched
+        running.cancel()
+        await asyncio.sleep(0.1)
+        queued = batcher.queued
+        await batcher.stop()
+        return queued
+
+    assert asyncio.run(scenario()) == 0 and stopped.is_set() and asked == [["a", "b"]]
+
+
 def test_batched_translation_equals_unbatched(translator):
     texts = SENTENCES + ["A dog runs.", "Ein Mann fährt Fahrrad."]
 
     search = searcher(translator)
     batches = []
 
-    def counting(batch, options):
+    def counting(batch, options, cancelled):
         batches.append(len(batch))
-        return search(batch, options)
+        return search(batch, options, cancelled)
 
     async def scenario():
         batcher = Batcher(counting, max_batch_size=8, max_wait=0.05)

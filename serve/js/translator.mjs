@@ -4,7 +4,7 @@
 //   const translator = await Translator.load(new URL("bundle/", location), { ort });  // browser: URLs
 //   const [result] = await translator.translate(["Two dogs play."], { beamSize: 5 });
 //
-// The same search as Python's core/search.py (greedy and beam, length penalty, the 1.5 n + 10 length rule,
+// The same search as Python's core/search.py (greedy and beam, length penalty, the manifest's length rule,
 // finished sentences dropped), on the bundle's graphs; the manifest is the contract (format version, file list,
 // sha256 of every file read).
 
@@ -387,6 +387,10 @@ export class Translator {
     tokenizer.checkCompatible(config);
     const options = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" };
     const sessions = {};
+    const rule = manifest.search ?? {};
+    if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
+      throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
+    }
     for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graph].file], options);
     return new Translator(new OnnxBackend(ort, sessions, config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
   }
@@ -405,7 +409,8 @@ export class Translator {
 
   /**
    * Translate texts, returned in input order: {source, text, tokens, tokenIds, score, unknownCharacters,
-   * hypotheses, crossAttention?}. beamSize 1 is greedy; the output has at most 1.5 n + 10 tokens (EOS counted) and
+   * hypotheses, crossAttention?}. beamSize 1 is greedy; the output has at most a n + b tokens (EOS counted; a and b
+   * from the manifest's search rule, 1.5 and 10 for the shipped bundles) and
    * at most maxLength. An empty text gives "". A source over maxSourceTokens is an error. returnAttention adds the
    * cross-attention of the chosen tokens, [layers][heads][steps][source tokens].
    */
@@ -429,7 +434,8 @@ export class Translator {
     for (let start = 0; start < order.length; start += batchSize) {
       const batch = order.slice(start, start + batchSize);
       const sources = batch.map((i) => encoded[i]);
-      const maxLengths = sources.map((ids) => Math.min(maxPositions - 1, Math.floor(1.5 * ids.length + 10),
+      const { max_length_a: a, max_length_b: b } = this.manifest.search;
+      const maxLengths = sources.map((ids) => Math.min(maxPositions - 1, Math.floor(a * ids.length + b),
         maxLength ?? maxPositions - 1));
       const state = await this.backend.start(sources);
       const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest });

@@ -103,6 +103,20 @@ test("a missing or tampered bundle file is an error naming it", async () => {
   const manifest = JSON.parse(readFileSync(join(copy, "manifest.json"), "utf8"));
   writeFileSync(join(copy, "manifest.json"), JSON.stringify({ ...manifest, format_version: 1 }));
   await assert.rejects(Translator.load(copy), /format_version 1; this version reads 2/);
+  cpSync(join(BUNDLES["en-de"], "tokenizer.json"), join(copy, "tokenizer.json"));
+  const { search, ...withoutRule } = manifest;
+  assert.deepEqual(search, { max_length_a: 1.5, max_length_b: 10 });  // Python's rule, read from the manifest
+  writeFileSync(join(copy, "manifest.json"), JSON.stringify(withoutRule));
+  await assert.rejects(Translator.load(copy), /no search length rule/);
+});
+
+test("the output length rule comes from the manifest", async () => {
+  const copy = mkdtempSync(join(tmpdir(), "bundle-"));
+  cpSync(BUNDLES["en-de"], copy, { recursive: true });
+  const manifest = JSON.parse(readFileSync(join(copy, "manifest.json"), "utf8"));
+  writeFileSync(join(copy, "manifest.json"), JSON.stringify({ ...manifest, search: { max_length_a: 0, max_length_b: 2 } }));
+  const [result] = await (await Translator.load(copy)).translate(["Two young children are playing on the grass."]);
+  assert.ok(result.tokenIds.length <= 2 && !result.hypotheses[0].finished, JSON.stringify(result.tokenIds));
 });
 
 test("the CLI: one line in, one line out, empty lines kept, errors in one line", () => {
