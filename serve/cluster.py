@@ -8,13 +8,21 @@ and dynamic batcher), built on each replica; Ray Serve spreads replicas over the
 nodes, routes requests to them and restarts the ones that die. Bundle paths must exist on every node (the same
 path, or a ``runtime_env`` that carries them). Needs ``pip install "attention-mt[cluster]"`` (Ray); nothing else
 in the project imports Ray.
+
+Ray Serve's proxies prefer a replica on their own node, so traffic through one entry would stay on one node: start
+every node with ``RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING=0`` (``PROXY_ENV``; ``serve/rayservice.yaml`` sets it)
+and any proxy routes to every replica. Each answer names the node that served it (``x-served-by``).
 """
 
 from __future__ import annotations
 
+import ray
 from ray import serve as ray_serve  # Ray's package; ours is `serve`
 
 from .api import BatchSettings, Limits, create_app, load_bundles
+
+# Set where each node starts (``ray start``, or the pods' env in KubeRay): any proxy routes to every node's replicas.
+PROXY_ENV = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
 
 
 @ray_serve.deployment(name="translation", ray_actor_options={"num_cpus": 1})
@@ -26,8 +34,17 @@ class TranslationReplica:
         self.models, self.threads, self.workers, self.batching = models, threads, workers, batching
 
     def __serve_build_asgi_app__(self):
-        return create_app(load_bundles(self.models, threads=self.threads, workers=self.workers), Limits(),
-                          self.batching)
+        app = create_app(load_bundles(self.models, threads=self.threads, workers=self.workers), Limits(),
+                         self.batching)
+        node = ray.util.get_node_ip_address()
+
+        @app.middleware("http")
+        async def served_by(request, call_next):  # which node answered: how load spreads, seen from a client
+            response = await call_next(request)
+            response.headers["x-served-by"] = node
+            return response
+
+        return app
 
 
 def app(args: dict) -> "ray_serve.Application":
