@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from serve import BundleError, Translator
+from serve.arguments import PORT, POSITIVE
 
 from . import figures, handlers
 
@@ -50,6 +52,10 @@ table.matrix caption { font-family: system-ui, sans-serif; font-weight: 600; pad
 table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); padding: 3px 8px; text-align: right; }
 """
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
+# Page-wide CSS (launch(css=...)): a component's css_template is scoped to it (an id selector) and cannot see the
+# dark-mode class on the page, so the dark shade is set here, with an id of its own to outrank the scoped rule.
+CSS = """.dark #alignment .alignment { --alignment-rgb: 125, 178, 255; }
+#head-plot { overflow-x: auto; }"""  # a heatmap of many tokens scrolls sideways in its box, labels apart
 
 
 def shown_on_page(handler):
@@ -96,6 +102,10 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html,
                 gr.update(choices=[str(n) for n in range(1, layers + 1)], value=layer), gr.update(visible=True))
 
+    def clear_result():
+        return ("", "", None, None, None, "<p>Nothing translated: see the message above.</p>",
+                gr.update(value=None, visible=False))
+
     def export(result: handlers.DemoTranslation | None):
         if result is None:
             return gr.skip()
@@ -108,26 +118,33 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                    delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         result_state = gr.State(None)
-        with gr.Tab("Translate and inspect"):
+        with gr.Tab("Translate"):  # short tab names: both stay visible on a phone, not behind a "…" menu
             page = translate_tab(directions, default_direction, examples, first)
         with gr.Tab("How attention works"):
             lesson = lesson_tab(first)
 
         view_inputs = [result_state, page.kind, page.layer, page.head]
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head]
+        cleared = [page.translation, page.notices, result_state, page.head_plot, page.heads_plot, page.alignment,
+                   page.download]
         for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
-                             (page.source.submit, dict(api_visibility="private"))):
-            (trigger(translate, [page.source, page.direction, page.beam_size],
-                     [page.translation, page.notices, result_state], **api)
-             .success(views, view_inputs, view_outputs, api_visibility="private")
+                             (page.source.submit, dict(api_visibility="private")),
+                             (page.examples.load_input_event.then, dict(api_visibility="private"))):
+            event = trigger(translate, [page.source, page.direction, page.beam_size],
+                            [page.translation, page.notices, result_state], **api)
+            event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
+            (event.success(views, view_inputs, view_outputs, api_visibility="private")
              .success(export, [result_state], [page.download], api_visibility="private"))
         for control in (page.kind, page.layer, page.head):
             control.input(views, view_inputs, view_outputs, api_visibility="private")
-        lesson.seed.submit(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_name="worked_example")
-        lesson.seed.input(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_visibility="private")
+        # One event per control: Enter, blur, arrow keys and drag all change the value; the last one wins.
+        lesson.seed.change(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_name="worked_example",
+                           trigger_mode="always_last")
         pe_inputs = [lesson.pe_length, lesson.pe_d_model]
-        lesson.pe_length.release(positional_encoding, pe_inputs, [lesson.pe_plot], api_name="positional_encoding")
-        lesson.pe_d_model.release(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private")
+        lesson.pe_length.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_name="positional_encoding",
+                                trigger_mode="always_last")
+        lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
+                                 trigger_mode="always_last")
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -136,17 +153,22 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     """The translate tab's components, laid out inside the current Blocks."""
     with gr.Row():
         with gr.Column(scale=3):
-            source = gr.Textbox(label="Sentence", lines=3, max_length=handlers.LIMITS.max_chars,
-                                placeholder="A dog runs across a field of green grass.", elem_id="source")
+            source = gr.Textbox(label="Sentence", lines=1, max_lines=6, elem_id="source",
+                                placeholder="Type or paste a sentence to translate…",
+                                info=f"Enter translates, Shift+Enter starts a new line. At most "
+                                     f"{handlers.LIMITS.max_chars:,} characters and {handlers.LIMITS.max_tokens} "
+                                     "subword tokens are read; longer text is cut, with a notice.")
         with gr.Column(scale=1, min_width=220):
             direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
                                     elem_id="direction")
             beam_size = gr.Slider(1, handlers.LIMITS.max_beams, value=5, step=1, label="Beam size",
-                                  info="1 is greedy search", elem_id="beam-size")
+                                  info=f"1 is greedy search; whole numbers 1–{handlers.LIMITS.max_beams} (a typed "
+                                       "value outside is clamped)", elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
-    notices = gr.Markdown(elem_id="notices")
-    gr.Examples(examples, inputs=[direction, source], cache_examples=False, label="Examples (Multi30K-like)")
+    notices = gr.Markdown(label="Notices", elem_id="notices")
+    examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
+                           label="Examples (Multi30K-like): click one to translate it")
 
     gr.Markdown("### Inspect the attention of this translation")
     with gr.Row():
@@ -159,12 +181,13 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     alignment = gr.HTML("<p>Translate a sentence to see which source tokens each output token attends "
                         "to.</p>", css_template=figures.ALIGNMENT_CSS, js_on_load=figures.ALIGNMENT_SCRIPT,
                         elem_id="alignment", padding=True)
-    head_plot = gr.Plot(label="Chosen head", elem_id="head-plot")
-    heads_plot = gr.Plot(label="All heads of the layer", elem_id="heads-plot")
+    # The figures carry their own titles: Gradio's label badge would sit on them.
+    head_plot = gr.Plot(label="Chosen head", show_label=False, elem_id="head-plot")
+    heads_plot = gr.Plot(label="All heads of the layer", show_label=False, elem_id="heads-plot")
     download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
                                  visible=False, elem_id="download")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
-                           translation=translation, notices=notices, kind=kind, layer=layer, head=head,
+                           translation=translation, notices=notices, examples=examples, kind=kind, layer=layer, head=head,
                            alignment=alignment, head_plot=head_plot, heads_plot=heads_plot, download=download)
 
 
@@ -172,9 +195,10 @@ def lesson_tab(first) -> SimpleNamespace:
     """The worked example and the positional encoding, laid out inside the current Blocks."""
     lesson_html, lesson_figure = handlers.worked_example_view(0)
     gr.Markdown(LESSON_INTRO)
-    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed of W^Q, W^K, W^V", elem_id="seed")
-    html = gr.HTML(lesson_html, css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
-    plot = gr.Plot(lesson_figure, label="Attention weights")
+    seed = gr.Number(value=0, label="Seed of W^Q, W^K, W^V", info=f"a whole number from 0 to {2**32 - 1}",
+                     elem_id="seed")
+    html = gr.HTML(lesson_html, label="Worked example", css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
+    plot = gr.Plot(lesson_figure, label="Attention weights", show_label=False, elem_id="lesson-plot")
     gr.Markdown("### Sinusoidal positional encoding\n"
                 "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)), "
                 "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
@@ -182,36 +206,58 @@ def lesson_tab(first) -> SimpleNamespace:
     with gr.Row():
         pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length")
         pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model")
-    pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding")
+    pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding",
+                      show_label=False, elem_id="pe-plot")
     return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
                            pe_plot=pe_plot)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 to accept other machines)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--port", type=PORT, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="TCP port to listen on (default 7860, or GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     parser.add_argument("--model", action="append", dest="models", metavar="BUNDLE",
                         help=f"an exported bundle folder; repeat for more (default: every */onnx in {MODELS_DIR})")
-    parser.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
-    parser.add_argument("--concurrency", type=int, default=2, help="translations run at the same time")
-    return parser.parse_args(argv)
+    parser.add_argument("--max-queue", type=POSITIVE, default=64, help="requests that may wait; more are refused")
+    parser.add_argument("--concurrency", type=POSITIVE, default=2, help="translations run at the same time")
+    return parser
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another program already listens on host:port (checked before the models are loaded)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Load every model once, then serve the page until interrupted."""
-    args = parse_args(argv)
+    """Load every model once, then serve the page until interrupted. Every mistake is one line naming its flag."""
+    args = build_parser().parse_args(argv)
+    if port_in_use(args.host, args.port):
+        raise SystemExit(f"python -m demo: --port {args.port}: another program listens on {args.host}:{args.port}; "
+                         "choose another --port")
     try:
         bundles = args.models or handlers.find_bundles(MODELS_DIR)
         directions = handlers.load_directions(bundles)
     except (OSError, ValueError, BundleError) as error:
-        raise SystemExit(f"python -m demo: {error}") from None
+        raise SystemExit(f"python -m demo: --model: {error}") from None
     print("models: " + ", ".join(f"{label} ({t.directory})" for label, t in directions.items()), flush=True)
     demo = build_demo(directions, max_queue=args.max_queue, concurrency=args.concurrency)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, theme=THEME, show_error=True,
-                footer_links=["api", "settings"])
+    try:
+        _, local_url, share_url = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                                              theme=THEME, css=CSS, show_error=True, footer_links=["api", "settings"],
+                                              quiet=True, prevent_thread_lock=True)
+    except OSError as error:  # the port was taken between the check and the launch
+        raise SystemExit(f"python -m demo: --port {args.port}: {error}") from None
+    print(f"the demo runs on {local_url}" + (f" and {share_url}" if share_url else
+                                              " (add --share for a temporary public gradio.live link)"), flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

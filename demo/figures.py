@@ -11,8 +11,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 COLORSCALE = "Blues"
-FONT = dict(family="system-ui, sans-serif", size=12)
-ALIGNMENT_RGB = "37, 99, 235"  # the shade of attended source tokens, scaled by their weight
+# Grey text on a transparent background reads on Gradio's light and dark themes alike.
+FONT = dict(family="system-ui, sans-serif", size=12, color="#8a8f98")
+TRANSPARENT = dict(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+GRID = "rgba(138, 143, 152, 0.25)"
+WIDE_AFTER = 20  # key tokens a narrow screen can label side by side; more get a figure wide enough to scroll
+WORD_START = "▁"  # the tokenizer's mark for a token that starts a word (a space before it)
 
 
 def token_labels(tokens: Sequence[str]) -> list[str]:
@@ -27,74 +31,99 @@ def hover_template(query_title: str, key_title: str) -> str:
     return f"{query_title}: %{{y}}<br>{key_title}: %{{x}}<br>weight: %{{z:.3f}}<extra></extra>"
 
 
+def scale_top(weights: np.ndarray) -> float:
+    """The colour scale's top: the view's largest weight, so long inputs' small weights stay visible."""
+    return max(float(np.max(weights)) if weights.size else 0.0, 1e-3)
+
+
+def style(figure: go.Figure, *, title: str, height: int, top: int = 60) -> go.Figure:
+    """The demo's look: system fonts, grey text, transparent background, a title that may wrap (<br>)."""
+    figure.update_layout(title=dict(text=title, x=0.01, xanchor="left", font=dict(size=13)), font=FONT,
+                         height=height, margin=dict(l=10, r=10, t=top, b=10), **TRANSPARENT)
+    figure.update_xaxes(gridcolor=GRID, zerolinecolor=GRID)
+    figure.update_yaxes(gridcolor=GRID, zerolinecolor=GRID)
+    return figure
+
+
 def attention_heatmap(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *, title: str,
                       query_title: str = "query", key_title: str = "key") -> go.Figure:
-    """One attention matrix [queries, keys] as a heatmap, queries top to bottom, the weight on hover."""
+    """One attention matrix [queries, keys] as a heatmap, queries top to bottom, the weight on hover; the colour
+    scale runs from 0 to this view's largest weight (its top is on the colour bar)."""
+    top = scale_top(weights)
     figure = go.Figure(go.Heatmap(
-        z=weights, x=token_labels(key_tokens), y=token_labels(query_tokens), zmin=0.0, zmax=1.0,
-        colorscale=COLORSCALE, colorbar=dict(title="weight"), hovertemplate=hover_template(query_title, key_title),
+        z=weights, x=token_labels(key_tokens), y=token_labels(query_tokens), zmin=0.0, zmax=top,
+        colorscale=COLORSCALE,  # the colour bar above the matrix, so that the matrix keeps the width of a phone
+        colorbar=dict(title=dict(text="weight", side="top"), orientation="h", thickness=10, len=0.6, x=0.5,
+                      y=1.0, yanchor="bottom"),
+        hovertemplate=hover_template(query_title, key_title),
     ))
     side = 22 * max(len(query_tokens), 6)
-    figure.update_layout(title=dict(text=title), font=FONT, height=min(max(side + 200, 380), 1400),
-                         margin=dict(l=10, r=10, t=50, b=10))
-    figure.update_xaxes(title=key_title, type="category", tickangle=-60)
-    figure.update_yaxes(title=query_title, type="category", autorange="reversed")
+    style(figure, title=title, height=min(max(side + 230, 410), 1430), top=110)
+    if len(key_tokens) > WIDE_AFTER:  # too many labels for a phone: a fixed width, scrolled inside its box
+        figure.update_layout(width=16 * len(key_tokens) + 230, autosize=False)
+    figure.update_xaxes(title=key_title, type="category", tickangle=-90, dtick=1, tickfont=dict(size=11))  # all
+    figure.update_yaxes(title=query_title, type="category", autorange="reversed", dtick=1)
     return figure
 
 
 def heads_grid(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,
                title: str) -> go.Figure:
-    """Every head of one layer [heads, queries, keys] as small multiples, then their mean, on one colour scale."""
+    """Every head of one layer [heads, queries, keys] as small multiples, then their mean, on one colour scale
+    (0 to the largest weight of any panel), three to a row so that their titles fit on a phone too."""
     heads = weights.shape[0]
     panels = [(f"head {h + 1}", weights[h]) for h in range(heads)] + [("mean", weights.mean(axis=0))]
-    columns = min(len(panels), 5)
+    columns = min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[name for name, _ in panels],
-                           horizontal_spacing=0.02, vertical_spacing=0.08)
+                           horizontal_spacing=0.04, vertical_spacing=0.1)
     queries, keys = token_labels(query_tokens), token_labels(key_tokens)
+    top = scale_top(weights)
     for index, (name, panel) in enumerate(panels):
-        figure.add_trace(go.Heatmap(z=panel, x=keys, y=queries, zmin=0.0, zmax=1.0, colorscale=COLORSCALE,
-                                    showscale=index == 0, name=name,
+        figure.add_trace(go.Heatmap(z=panel, x=keys, y=queries, zmin=0.0, zmax=top, colorscale=COLORSCALE,
+                                    showscale=index == 0, colorbar=dict(thickness=10), name=name,
                                     hovertemplate=f"{name}<br>" + hover_template("query", "key")),
                          row=index // columns + 1, col=index % columns + 1)
+    figure.update_annotations(font=dict(size=12))
+    style(figure, title=title, height=90 + 240 * rows, top=80)
     figure.update_xaxes(type="category", showticklabels=False)
     figure.update_yaxes(type="category", autorange="reversed", showticklabels=False)
-    figure.update_layout(title=dict(text=title), font=FONT, height=80 + 260 * rows,
-                         margin=dict(l=10, r=10, t=70, b=10))
     return figure
 
 
 def shade(weight: float) -> str:
-    return f"background-color: rgba({ALIGNMENT_RGB}, {weight:.3f})"
+    return f"background-color: rgba(var(--alignment-rgb), {weight:.3f})"
 
 
-def alignment_html(target_tokens: Sequence[str], source_tokens: Sequence[str], cross: np.ndarray, *,
-                   caption: str, picked: int = 0) -> str:
-    """Output tokens above source tokens; the source tokens are shaded by how much the picked output step attended
-    to them (cross [T, S]). Each output token carries its row of weights in ``data-weights``, so the page's script
-    can re-shade on hover and pin a step on click without asking the server."""
-    if not target_tokens:
+def alignment_html(query_tokens: Sequence[str], key_tokens: Sequence[str], weights: np.ndarray, *, caption: str,
+                   query_label: str = "output", key_label: str = "source", picked: int = 0) -> str:
+    """Query tokens above key tokens; the key tokens are shaded by how much the picked query attended to them
+    (weights [Q, K]). Each query token carries its row of weights in ``data-weights``, so the page's script can
+    re-shade on hover and pin a step on click without asking the server. Both rows wrap, so every token stays on
+    the page, and ``▁`` (a token that starts a word) is explained in the caption."""
+    if not query_tokens:
         return "<div class='alignment'><p>Nothing to align: the translation is empty.</p></div>"
-    picked = min(max(picked, 0), len(target_tokens) - 1)
-    outputs = []
-    for step, token in enumerate(target_tokens):
-        weights = ",".join(f"{w:.4f}" for w in cross[step])
+    picked = min(max(picked, 0), len(query_tokens) - 1)
+    queries = []
+    for step, token in enumerate(query_tokens):
+        row = ",".join(f"{w:.4f}" for w in weights[step])
         picked_class = " picked" if step == picked else ""
-        outputs.append(f"<span class='tok tgt{picked_class}' data-step='{step}' data-weights='{weights}' "
-                       f"title='step {step + 1}: {html.escape(token, quote=True)}'>{html.escape(token)}</span>")
-    sources = []
-    for position, token in enumerate(source_tokens):
-        weight = float(cross[picked, position])
-        sources.append(f"<span class='tok src' data-position='{position}' style='{shade(weight)}' "
-                       f"title='weight {weight:.3f}'>{html.escape(token)}</span>")
+        queries.append(f"<span class='tok tgt{picked_class}' tabindex='-1' data-step='{step}' data-weights='{row}' "
+                       f"title='{html.escape(query_label, quote=True)} {step + 1}: {html.escape(token, quote=True)}'>"
+                       f"{html.escape(token)}</span>")
+    keys = []
+    for position, token in enumerate(key_tokens):
+        weight = float(weights[picked, position])
+        keys.append(f"<span class='tok src' data-position='{position}' style='{shade(weight)}' "
+                    f"title='weight {weight:.3f}'>{html.escape(token)}</span>")
     return (
         f"<div class='alignment' data-picked='{picked}'>"
-        f"<div class='alignment-caption'>Hover over an output token, or click to pin it (← → step through the "
-        f"output). Source tokens are shaded by its {html.escape(caption)}.</div>"
-        f"<div class='alignment-row'><span class='alignment-label'>output</span>{''.join(outputs)}</div>"
-        f"<div class='alignment-row'><span class='alignment-label'>source</span>{''.join(sources)}</div>"
-        f"<div class='alignment-status'>step {picked + 1} of {len(target_tokens)}: "
-        f"{html.escape(target_tokens[picked])}</div>"
+        f"<div class='alignment-caption'>Hover over or tap a token of the top row, or click to pin it (focus the view "
+        f"and use ← →). The bottom row is shaded by its {html.escape(caption)}. {WORD_START} marks a token that "
+        f"starts a word.</div>"
+        f"<div class='alignment-label'>{html.escape(query_label)}</div><div class='alignment-row'>{''.join(queries)}</div>"
+        f"<div class='alignment-label'>{html.escape(key_label)}</div><div class='alignment-row'>{''.join(keys)}</div>"
+        f"<div class='alignment-status'>{html.escape(query_label)} {picked + 1} of {len(query_tokens)}: "
+        f"{html.escape(query_tokens[picked])}</div>"
         "</div>"
     )
 
@@ -109,12 +138,13 @@ const show = (alignment, step) => {
   if (!target) return;
   const weights = target.dataset.weights.split(',').map(Number);
   alignment.querySelectorAll('.src').forEach((source, i) => {
-    source.style.backgroundColor = `rgba(%RGB%, ${weights[i].toFixed(3)})`;
+    source.style.backgroundColor = `rgba(var(--alignment-rgb), ${weights[i].toFixed(3)})`;
     source.title = `weight ${weights[i].toFixed(3)}`;
   });
   outputs.forEach((output, i) => output.classList.toggle('shown', i === step));
   const status = alignment.querySelector('.alignment-status');
-  if (status) status.textContent = `step ${step + 1} of ${outputs.length}: ${target.textContent}`;
+  const label = alignment.querySelector('.alignment-label').textContent;
+  if (status) status.textContent = `${label} ${step + 1} of ${outputs.length}: ${target.textContent}`;
 };
 const pin = (alignment, step) => {
   const outputs = alignment.querySelectorAll('.tgt');
@@ -145,18 +175,20 @@ element.addEventListener('keydown', (event) => {
   event.preventDefault();
   pin(alignment, Number(alignment.dataset.picked) + (event.key === 'ArrowRight' ? 1 : -1));
 });
-""".replace("%RGB%", ALIGNMENT_RGB)
+"""
 
 ALIGNMENT_CSS = """
-.alignment { font-family: system-ui, sans-serif; line-height: 2.4; }
-.alignment-caption { font-size: 0.9em; opacity: 0.8; }
-.alignment-label { display: inline-block; width: 4.5em; font-weight: 600; }
-.tok { padding: 2px 5px; margin: 1px; border-radius: 4px; border: 1px solid rgba(128, 128, 128, 0.35);
-       white-space: pre; }
+.alignment { --alignment-rgb: 37, 99, 235; }
+.alignment { font-family: system-ui, sans-serif; line-height: 2.2; max-width: 100%; }
+.alignment-caption { font-size: 0.9em; opacity: 0.8; line-height: 1.4; margin-bottom: 4px; }
+.alignment-label { font-weight: 600; font-size: 0.85em; opacity: 0.8; }
+.alignment-row { display: flex; flex-wrap: wrap; gap: 2px; max-height: 16em; overflow-y: auto; }
+.tok { padding: 0 5px; border-radius: 4px; border: 1px solid rgba(128, 128, 128, 0.35); white-space: pre; }
 .tgt { cursor: pointer; }
-.tgt.shown { outline: 2px solid rgb(%RGB%); }
-.tgt.picked { background-color: rgba(%RGB%, 0.18); font-weight: 600; }
-""".replace("%RGB%", ALIGNMENT_RGB)
+.tgt.shown { outline: 2px solid rgb(var(--alignment-rgb)); }
+.tgt.picked { background-color: rgba(var(--alignment-rgb), 0.22); font-weight: 600; }
+.alignment-status { font-size: 0.9em; }
+"""
 
 
 def matrix_table(matrix: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], *, title: str,
@@ -171,21 +203,25 @@ def matrix_table(matrix: np.ndarray, row_labels: Sequence[str], column_labels: S
 
 
 def positional_encoding_figure(table: np.ndarray) -> go.Figure:
-    """The sinusoidal positional-encoding matrix [positions, d_model] as a heatmap, and a few of its columns."""
+    """The sinusoidal positional-encoding matrix [positions, d_model] as a heatmap, and a few of its columns below
+    it (stacked, so that the colour bar, the titles and the legend each keep their own space on a phone)."""
     length, d_model = table.shape
-    figure = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+    figure = make_subplots(rows=2, cols=1, row_heights=[0.58, 0.42], vertical_spacing=0.16,
                            subplot_titles=["PE[pos, dimension]", "a few dimensions along the positions"])
-    figure.add_trace(go.Heatmap(z=table, zmin=-1.0, zmax=1.0, colorscale="RdBu", colorbar=dict(x=0.55),
+    figure.add_trace(go.Heatmap(z=table, zmin=-1.0, zmax=1.0, colorscale="RdBu",
+                                colorbar=dict(thickness=12, len=0.5, y=0.77, title=dict(text="PE", side="right")),
                                 hovertemplate="pos %{y}<br>dimension %{x}<br>PE %{z:.4f}<extra></extra>"),
                      row=1, col=1)
     for dimension in sorted({0, 1, min(4, d_model - 2), d_model // 2, d_model - 2}):
         figure.add_trace(go.Scatter(x=np.arange(length), y=table[:, dimension], mode="lines",
-                                    name=f"dimension {dimension} ({'sin' if dimension % 2 == 0 else 'cos'})"),
-                         row=1, col=2)
+                                    name=f"dim {dimension} ({'sin' if dimension % 2 == 0 else 'cos'})"),
+                         row=2, col=1)
     figure.update_yaxes(title="position", autorange="reversed", row=1, col=1)
     figure.update_xaxes(title="dimension", row=1, col=1)
-    figure.update_xaxes(title="position", row=1, col=2)
-    figure.update_layout(font=FONT, height=460, margin=dict(l=10, r=10, t=50, b=10),
-                         title=dict(text=f"Sinusoidal positional encoding, {length} positions × d_model {d_model}"),
-                         legend=dict(orientation="h", y=-0.15))
+    figure.update_xaxes(title="position", row=2, col=1)
+    figure.update_yaxes(title="PE", row=2, col=1)
+    style(figure, title=f"Sinusoidal positional encoding:<br>{length} positions × d_model {d_model}", height=720,
+          top=80)
+    figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.1, x=0))
+    figure.update_layout(margin=dict(b=90))
     return figure

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -97,7 +98,7 @@ def fit_source(translator: Translator, text: str) -> tuple[str, list[str]]:
                        f"{LIMITS.max_chars:,}.")
     if fitted.tokens_before is not None:
         notices.append(f"The input has {fitted.tokens_before} subword tokens; the demo translates at most "
-                       f"{max_source_tokens(translator, LIMITS)}, so it was cut to: “{fitted.text}”.")
+                       f"{max_source_tokens(translator, LIMITS)}, so it was cut to: {code_span(fitted.text)}.")
     return fitted.text, notices
 
 
@@ -124,14 +125,20 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
         count = result.unknown_characters
         notices.insert(0, f"{count} character{'s' if count > 1 else ''} of the input "
                           f"{'are' if count > 1 else 'is'} unknown to the model (never seen in training; shown as "
-                          "<unk>) and ignored by the translation.")
+                          "`<unk>`) and ignored by the translation.")
     return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
                            beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention)
 
 
+def code_span(text: str) -> str:
+    """text as a Markdown code span: shown literally on the page (no markup, no HTML), plain text in the API."""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 def notices_markdown(result: DemoTranslation) -> str:
-    """The notices as a Markdown list ("" when there is nothing to say)."""
-    return "\n".join(f"- ⚠️ {html.escape(notice)}" for notice in result.notices)
+    """The notices as a Markdown list ("" when there is nothing to say); anything the user typed is a code span."""
+    return "\n".join(f"- ⚠️ {notice}" for notice in result.notices)
 
 
 def layer_count(result: DemoTranslation, kind: str) -> int:
@@ -157,6 +164,9 @@ def query_key_tokens(result: DemoTranslation, kind: str) -> tuple[list[str], lis
 QUERY_TITLES = {"cross": "output token (query)", "encoder": "source token (query)",
                 "decoder": "decoder input token (query)"}
 KEY_TITLES = {"cross": "source token (key)", "encoder": "source token (key)", "decoder": "decoder input token (key)"}
+# The alignment view's rows for each kind: the tokens that attend (queries), over the tokens they attend to (keys).
+ALIGNMENT_LABELS = {"cross": ("output", "source"), "encoder": ("source token", "attends to source tokens"),
+                    "decoder": ("decoder input", "attends to decoder inputs (itself and earlier)")}
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class AttentionViews:
 
     head_figure: object  # plotly Figure: the chosen head (or the mean)
     heads_figure: object  # plotly Figure: every head of the layer and their mean, as small multiples
-    alignment_html: str  # output tokens over source tokens, shaded by the chosen head's cross-attention
+    alignment_html: str  # the kind's query tokens over its key tokens, shaded by the chosen head's weights
 
 
 def attention_views(result: DemoTranslation, kind: str, layer: int, head: str | int) -> AttentionViews:
@@ -181,15 +191,15 @@ def attention_views(result: DemoTranslation, kind: str, layer: int, head: str | 
     queries, keys = query_key_tokens(result, kind)
     layer = int(layer)
     head_name = "mean over heads" if head == MEAN else f"head {head}"
-    title = f"{ATTENTION_KINDS[kind]} · layer {layer} · {head_name}"
-    head_figure = figures.attention_heatmap(attention_matrix(result, kind, layer, head), queries, keys, title=title,
-                                            query_title=QUERY_TITLES[kind], key_title=KEY_TITLES[kind])
+    weights = attention_matrix(result, kind, layer, head)
+    title = f"{ATTENTION_KINDS[kind]}<br>layer {layer} · {head_name}"
+    head_figure = figures.attention_heatmap(weights, queries, keys, title=title, query_title=QUERY_TITLES[kind],
+                                            key_title=KEY_TITLES[kind])
     heads_figure = figures.heads_grid(getattr(result.attention, kind)[layer - 1], queries, keys,
-                                      title=f"{ATTENTION_KINDS[kind]} · layer {layer}: every head and their mean")
-    cross_layer = min(layer, layer_count(result, "cross"))
-    alignment = figures.alignment_html(result.attention.target_tokens, result.attention.source_tokens,
-                                       attention_matrix(result, "cross", cross_layer, head),
-                                       caption=f"cross-attention, layer {cross_layer}, {head_name}")
+                                      title=f"{ATTENTION_KINDS[kind]}<br>layer {layer}: every head and their mean")
+    query_label, key_label = ALIGNMENT_LABELS[kind]
+    alignment = figures.alignment_html(queries, keys, weights, query_label=query_label, key_label=key_label,
+                                       caption=f"{ATTENTION_KINDS[kind].lower()}, layer {layer}, {head_name}")
     return AttentionViews(head_figure, heads_figure, alignment)
 
 

@@ -106,14 +106,19 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo.space", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the folder to write (the Space repository's contents)")
     parser.add_argument("--model", action="append", dest="models", metavar="BUNDLE",
                         help="an exported bundle folder; repeat for more (default: every models/*/onnx)")
-    parser.add_argument("--title", default="attention-mt")
+    parser.add_argument("--title", default="attention-mt",
+                        help="the Space's title, on its page and its card (default attention-mt)")
     parser.add_argument("--force", action="store_true", help="replace an existing folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         out = write_space(args.out, args.models, title=args.title, force=args.force)
     except (OSError, ValueError, RuntimeError) as error:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -16,31 +15,11 @@ from core.bundle import BundleError
 from core.data import DataError, decode_lines, read_lines
 from core.translator import available_cores, check_options
 
+from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT
 from .batcher import BatchSettings
 from .policy import InputError, InputLimits, fit_text
 from .server import ConnectionLimits
 from .validation import Limits
-
-
-def bounded(kind, low: float, high: float = math.inf, what: str = "an integer"):
-    """An argparse type: a finite number of this kind between low and high (a usage error otherwise)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            upper = "" if high == math.inf else f" and <= {high:g}"
-            raise argparse.ArgumentTypeError(f"must be {what} >= {low:g}{upper}, got {text}")
-        return value
-
-    return parse
-
-
-POSITIVE = bounded(int, 1)
-NON_NEGATIVE_NUMBER = bounded(float, 0, what="a finite number")
-POSITIVE_NUMBER = bounded(float, 0.001, what="a finite number")
 
 
 def writable(path: str) -> str | None:
@@ -134,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     http = commands.add_parser("http", help="serve the Hugging Face translation task over HTTP")
     http.add_argument("--model", required=True, action="append", help="bundle folder; repeat for more models")
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    http.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="TCP port (default 8000)")
+    http.add_argument("--port", type=PORT, default=8000, help="TCP port (default 8000)")
     http.add_argument("--workers", type=POSITIVE, help="batches searched at once per model (default: cores - 1, at least 1)")
     http.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
     http.add_argument("--max-batch-size", type=POSITIVE, default=32, help="sentences per search batch")

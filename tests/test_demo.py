@@ -4,6 +4,8 @@ app launched on a loopback port and called through gradio_client."""
 import json
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,7 +70,7 @@ def test_unknown_characters_and_typed_specials_are_reported_not_hidden(direction
     emoji = handlers.translate_text(directions, EN_DE, "A dog 🙂🙂 runs.", 1)
     assert emoji.notices[0].startswith("2 characters of the input are unknown to the model")
     assert "<unk>" in emoji.attention.source_tokens
-    assert "&lt;unk&gt;" in handlers.notices_markdown(emoji)  # Markdown would swallow a bare <unk>
+    assert "`<unk>`" in handlers.notices_markdown(emoji)  # a code span: Markdown would swallow a bare <unk>
     unknown_script = handlers.translate_text(directions, EN_DE, "猫が走る", 1)
     assert unknown_script.notices and unknown_script.attention.source_tokens.count("<unk>") >= 1
     typed = handlers.translate_text(directions, EN_DE, "A dog </s> runs.", 1)
@@ -114,8 +116,8 @@ def test_alignment_html_shades_sources_by_the_picked_step():
     page = figures.alignment_html(["▁Ein", "</s>"], ["▁A", "<b>", "</s>"], cross, caption="test", picked=1)
     assert page.count("class='tok tgt") == 2 and page.count("class='tok src'") == 3
     assert "data-weights='0.0500,0.0500,0.9000'" in page
-    assert "rgba(37, 99, 235, 0.900)" in page and "&lt;b&gt;" in page and "<b>" not in page
-    assert "class='tok tgt picked' data-step='1'" in page
+    assert "rgba(var(--alignment-rgb), 0.900)" in page and "&lt;b&gt;" in page and "<b>" not in page
+    assert "class='tok tgt picked' tabindex='-1' data-step='1'" in page
     assert "Nothing to align" in figures.alignment_html([], [], np.zeros((0, 0)), caption="x")
 
 
@@ -198,11 +200,11 @@ def test_the_demo_never_imports_torch():
 
 @pytest.fixture(scope="module")
 def app_url(directions, tmp_path_factory):
-    from demo.app import THEME, build_demo
+    from demo.app import CSS, THEME, build_demo
 
     demo = build_demo(directions, export_dir=tmp_path_factory.mktemp("exports"))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, theme=THEME)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, theme=THEME, css=CSS)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -231,9 +233,61 @@ def test_translate_through_gradio_client(app_url, directions):
     assert client.predict("A dog.", EN_DE, 1, api_name="/translate")[0]
 
 
+def test_the_api_names_its_outputs_and_notices_are_plain_text(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/translate"]
+    assert [value["label"] for value in endpoint["returns"]] == ["Translation", "Notices"]
+    _, notices = client.predict("A dog <b>runs</b> 🙂.", EN_DE, 1, api_name="/translate")
+    assert "`<unk>`" in notices and "&lt;" not in notices
+
+
+def run_demo(*flags, timeout=60):
+    return subprocess.run([sys.executable, "-m", "demo", *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_command_line_mistakes_are_one_line_errors_naming_the_flag(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_demo("--port", str(port))
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and f"--port {port}" in done.stderr
+    assert "choose another --port" in done.stderr and "Traceback" not in done.stderr
+    done = run_demo("--port", "99999")
+    assert done.returncode == 2 and "argument --port: must be a TCP port number" in done.stderr
+    done = run_demo("--model", str(tmp_path / "missing"), "--port", str(free_port()))
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and "--model" in done.stderr
+    from demo.app import build_parser
+    from demo.space import build_parser as space_parser
+
+    for parser in (build_parser(), space_parser()):
+        assert all(action.help for action in parser._actions), [a.option_strings for a in parser._actions if not a.help]
+
+
+def test_the_banner_points_to_the_share_flag():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "the demo runs on" in line:
+                break
+        assert "add --share for a temporary public gradio.live link" in lines[-1], lines
+        assert not any("share=True" in line for line in lines), lines
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def shading(page) -> np.ndarray:
     """The alpha of each source token's shade (the browser keeps alpha in steps of 1/255)."""
-    colors = page.eval_on_selector_all("#alignment .src", "nodes => nodes.map(n => n.style.backgroundColor)")
+    colors = page.eval_on_selector_all("#alignment .src",
+                                       "nodes => nodes.map(n => getComputedStyle(n).backgroundColor)")
     return np.array([float(color.rstrip(")").split(",")[3]) if color.startswith("rgba") else 1.0 for color in colors])
 
 
@@ -248,7 +302,7 @@ def test_the_page_in_a_real_browser(app_url, directions, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             outside = []
             page.on("request", lambda request: outside.append(request.url)
                     if not request.url.startswith((app_url, "data:", "blob:")) else None)
@@ -279,7 +333,7 @@ def test_the_page_in_a_real_browser(app_url, directions, tmp_path):
             assert "picked" in outputs.nth(3).get_attribute("class")
             page.keyboard.press("ArrowRight")
             expect(page.locator("#alignment .alignment-status")).to_contain_text(
-                f"step 5 of {len(reference.attention.target_tokens)}")
+                f"output 5 of {len(reference.attention.target_tokens)}")
 
             page.screenshot(path=str(tmp_path / "demo-translate.png"), full_page=True)
 
@@ -297,15 +351,133 @@ def test_the_page_in_a_real_browser(app_url, directions, tmp_path):
             weights = lesson.worked_example(0).weights
             expect(page.locator("#lesson")).to_contain_text(f"{weights[2][1]:.3f}")
             page.screenshot(path=str(tmp_path / "demo-lesson.png"), full_page=True)
-            screenshots = os.environ.get("DEMO_SCREENSHOTS")
-            if screenshots:  # how the README's pictures are made
-                for name in ("demo-translate.png", "demo-lesson.png"):
-                    (tmp_path / name).replace(os.path.join(screenshots, name))
+            keep_screenshots(tmp_path, "demo-translate.png", "demo-lesson.png")
 
-            page.get_by_role("tab", name="Translate and inspect").click()
+            page.get_by_role("tab", name="Translate").click()
             page.locator("#source textarea").fill("   ")
             page.locator("#translate").click()
             expect(page.get_by_text("the input is empty")).to_be_visible(timeout=30_000)
             assert outside == [], f"the page fetched from outside: {outside}"
+        finally:
+            browser.close()
+
+
+def keep_screenshots(folder, *names):
+    """DEMO_SCREENSHOTS=docs: how the pictures of the README and docs/ are made."""
+    screenshots = os.environ.get("DEMO_SCREENSHOTS")
+    if screenshots:
+        for name in names:
+            (folder / name).replace(os.path.join(screenshots, name))
+
+
+def boxes(page, selector: str) -> list[tuple[float, float, float, float]]:
+    """(left, top, right, bottom) of every element the selector finds, in page pixels."""
+    return [tuple(box) for box in page.eval_on_selector_all(selector, """nodes => nodes.map(node => {
+        const r = node.getBoundingClientRect();
+        return [r.left + scrollX, r.top + scrollY, r.right + scrollX, r.bottom + scrollY]; })""")]
+
+
+def inside(box, outer, slack: float = 1.0) -> bool:
+    return (box[0] >= outer[0] - slack and box[1] >= outer[1] - slack and box[2] <= outer[2] + slack
+            and box[3] <= outer[3] + slack)
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] - 0.5 and b[0] < a[2] - 0.5 and a[1] < b[3] - 0.5 and b[1] < a[3] - 0.5
+
+
+def assert_apart(found: list, what: str) -> None:
+    for i, a in enumerate(found):
+        for b in found[i + 1:]:
+            assert not overlap(a, b), f"{what} overlap: {a} {b}"
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
+def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path, width, height):
+    """At a phone's and a desktop's width: nothing is cut off or overlapping (element boxes), every alignment token
+    is reachable, both tabs are visible, Enter translates, an example translates when clicked, an error leaves no
+    stale result, the alignment follows the attention kind, and the lesson's controls answer Enter and arrow keys."""
+    from playwright.sync_api import expect, sync_playwright
+
+    long_text = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass. " * 3
+    (reference,) = directions[EN_DE].translate([handlers.fit_source(directions[EN_DE], long_text)[0]], beam_size=5,
+                                               return_attention=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(app_url)
+            for name in ("Translate", "How attention works"):  # both tabs in view, none behind a "…" menu
+                tab = page.get_by_role("tab", name=name)
+                expect(tab).to_be_visible()
+                assert inside(boxes(page, f"button[role=tab]:has-text('{name}')")[0], (0, 0, width, 10_000))
+
+            source = page.locator("#source textarea")
+            source.fill(long_text)
+            source.press("Enter")  # Enter translates (Shift+Enter would start a new line)
+            expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
+            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing pushes the page sideways
+
+            # the alignment view wraps: every token inside its box, and every output token reachable
+            (view,) = boxes(page, "#alignment .alignment")
+            tokens = boxes(page, "#alignment .tok")
+            assert len(tokens) == len(reference.attention.target_tokens) + len(reference.attention.source_tokens)
+            assert all(inside(token, (view[0], 0, view[2], 1e9)) for token in tokens), (view, tokens)
+            outputs = page.locator("#alignment .tgt")
+            for step in (0, len(reference.attention.target_tokens) // 2, len(reference.attention.target_tokens) - 1):
+                outputs.nth(step).click()  # a tap on a phone
+                expect(page.locator("#alignment .alignment-status")).to_contain_text(
+                    f"{step + 1} of {len(reference.attention.target_tokens)}")
+
+            # the heatmap: its title inside the figure, one label per source token, no two labels on each other
+            figure = boxes(page, "#head-plot .main-svg")[0]
+            assert all(inside(title, figure) for title in boxes(page, "#head-plot .gtitle"))
+            ticks = boxes(page, "#head-plot .xtick text")
+            assert len(ticks) == len(reference.attention.source_tokens)
+            assert_apart(ticks, "heatmap labels")
+            assert_apart(boxes(page, "#heads-plot .annotation"), "head titles")
+            page.screenshot(path=str(tmp_path / f"demo-{width}.png"), full_page=True)
+            page.locator("#alignment").scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / f"demo-{width}-attention.png"))  # what a visitor sees there
+
+            # another kind: the alignment view follows it
+            page.get_by_label("Encoder self-attention").check()
+            expect(page.locator("#alignment .alignment-label").first).to_have_text("source token", timeout=30_000)
+
+            # an error leaves no stale result behind; an example translates when clicked
+            source.fill("   ")
+            page.locator("#translate").click()
+            expect(page.get_by_text("the input is empty").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#translation textarea")).to_have_value("")
+            expect(page.locator("#alignment")).to_contain_text("Nothing translated")
+            example = "A brown dog jumps over a log in the forest."
+            page.get_by_text(example).first.click()
+            expected = directions[EN_DE].translate([example], beam_size=5)[0].text
+            expect(page.locator("#translation textarea")).to_have_value(expected, timeout=30_000)
+
+            # the lesson: Enter and arrow keys redraw; the figure's parts keep to themselves
+            page.get_by_role("tab", name="How attention works").click()
+            positions = page.locator("#pe-length input[type=number]")
+            positions.fill("200")
+            positions.press("Enter")
+            expect(page.locator("#pe-plot .gtitle")).to_contain_text("200 positions", timeout=30_000)
+            page.locator("#pe-length input[type=range]").press("ArrowRight")
+            expect(page.locator("#pe-plot .gtitle")).to_contain_text("201 positions", timeout=30_000)
+            pe_figure = boxes(page, "#pe-plot .main-svg")[0]
+            (colorbar,) = boxes(page, "#pe-plot .colorbar")
+            (legend,) = boxes(page, "#pe-plot .legend")
+            lines = boxes(page, "#pe-plot .subplot.x2y2 .gridlayer")[0]
+            parts = [colorbar, legend, lines, *boxes(page, "#pe-plot .annotation"),
+                     *boxes(page, "#pe-plot .g-xtitle, #pe-plot .g-x2title")]
+            assert all(inside(part, pe_figure) for part in parts), (pe_figure, parts)
+            assert_apart(parts, "positional-encoding figure parts")
+            seed = page.locator("#seed input")
+            seed.fill("-5")
+            seed.press("Enter")
+            expect(page.locator(".toast-body")).to_have_count(1, timeout=30_000)  # one message, not two
+            expect(page.locator(".toast-body")).to_contain_text("whole number from 0 to")
+            page.screenshot(path=str(tmp_path / f"demo-lesson-{width}.png"), full_page=True)
+            keep_screenshots(tmp_path, f"demo-{width}-attention.png")
         finally:
             browser.close()

@@ -12,7 +12,7 @@ from conftest import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PACKAGES = ("core", "export", "serve", "demo", "bench")
 TORCH_FREE = ("serve", "demo")  # their command lines parse without torch; so does `python -m core` (torch on use)
-LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)|<img src=\"([^\"]+)\"")
 COMMAND = re.compile(r"python3? -m ((?:" + "|".join(PACKAGES) + r")(?:\.[\w.]+)?)((?: (?:translate|http))?)")
 
 
@@ -25,7 +25,7 @@ def anchors(page) -> set[str]:
 
 def relative_links():
     for page in PAGES:
-        for target in LINK.findall(page.read_text(encoding="utf-8")):
+        for target in (link or image for link, image in LINK.findall(page.read_text(encoding="utf-8"))):
             if not re.match(r"^[a-z]+:", target):  # http:, https:, mailto: are not checked (no internet here)
                 yield pytest.param(page, target, id=f"{page.relative_to(ROOT)}->{target}")
 

@@ -14,7 +14,7 @@ TORCH_FREE_CORE = ["core", "core.bundle", "core.config", "core.data", "core.posi
                    "core.tokenizer", "core.translator"]
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
               "core.__main__"]
-SERVE = ["serve", "serve.__main__", "serve.api", "serve.batcher", "serve.loadtest", "serve.policy", "serve.schemas", "serve.server",
+SERVE = ["serve", "serve.__main__", "serve.api", "serve.batcher", "serve.loadtest", "serve.arguments", "serve.policy", "serve.schemas", "serve.server",
          "serve.translator", "serve.validation"]
 DEMO = ["demo", "demo.app", "demo.figures", "demo.handlers", "demo.lesson", "demo.space"]
 
