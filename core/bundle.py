@@ -6,6 +6,8 @@ imported only when a backend is built.
 A bundle folder holds ``manifest.json``, ``encoder.onnx``, ``decoder_step.onnx`` (the search's step: per-layer
 caches in and out, log-softmax and top-k inside), ``decoder.onnx`` (teacher-forced, with every attention weight;
 only for ``return_attention`` and the export's checks), ``config.json`` and ``tokenizer.json``. Loading verifies every file's sha256 against the manifest first.
+A calibrated bundle also lists ``confidence.json`` (written by ``python -m serve.calibrate``, added to the manifest
+with :func:`add_to_manifest`); a bundle without it translates with ``confidence=None``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.confidence import CONFIDENCE_FILE, ConfidenceModel
 from core.config import TransformerConfig
 from core.search import MAX_LENGTH_A, MAX_LENGTH_B
 from core.tokenizer import Tokenizer
@@ -39,6 +42,27 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_entry(path: Path) -> dict:
+    """A file's entry in the manifest's ``files``: its sha256 and size in bytes."""
+    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+
+
+def write_manifest_file(directory: Path, manifest: dict) -> None:
+    """Write manifest.json as the exporter always has: indented JSON and a final newline."""
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def add_to_manifest(directory: str | Path, name: str) -> dict:
+    """List (or re-list) the bundle file ``name`` in the manifest's ``files`` with its sha256 and bytes, as the
+    exporter lists every file it writes; nothing else in the manifest changes. Returns the new manifest."""
+    directory = Path(directory)
+    manifest = load_manifest(directory)
+    manifest["files"][name] = file_entry(directory / name)
+    manifest["files"] = dict(sorted(manifest["files"].items()))
+    write_manifest_file(directory, manifest)
+    return manifest
 
 
 def load_manifest(directory: str | Path) -> dict:
@@ -71,6 +95,17 @@ def verify_checksums(directory: str | Path, manifest: dict, names: Sequence[str]
             raise BundleError(f"{path} is listed in the manifest but missing")
         if sha256_of(path) != expected["sha256"]:
             raise BundleError(f"{path} does not match its sha256 in the manifest: the file was changed or corrupted")
+
+
+def load_confidence(directory: str | Path, manifest: dict) -> ConfidenceModel | None:
+    """The bundle's confidence model when its manifest lists ``confidence.json`` (checksum verified), else None."""
+    if CONFIDENCE_FILE not in manifest["files"]:
+        return None
+    verify_checksums(directory, manifest, [CONFIDENCE_FILE])
+    try:
+        return ConfidenceModel.load(Path(directory) / CONFIDENCE_FILE)
+    except ValueError as error:
+        raise BundleError(str(error)) from error
 
 
 @dataclass(frozen=True)

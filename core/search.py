@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .confidence import Confidence
 from .config import TransformerConfig
 
 
@@ -65,12 +66,18 @@ class SearchCancelled(Exception):
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """One output sequence: token ids without BOS/EOS, its total log-probability and length-normalized score."""
+    """One output sequence: token ids without BOS/EOS, its total log-probability and length-normalized score.
+
+    ``token_log_probs`` holds the log-probability of each produced token, EOS included when ``finished`` (so it has
+    ``len(token_ids) + finished`` entries and sums to ``log_prob``); it is empty for an empty source, which the model
+    never ran on.
+    """
 
     token_ids: tuple[int, ...]
     log_prob: float
     score: float
     finished: bool  # False when the search stopped it at the maximum length before it produced EOS
+    token_log_probs: tuple[float, ...] = ()
 
 
 def length_normalized(log_prob: float, length: int, length_penalty: float) -> float:
@@ -123,6 +130,7 @@ def beam_search(
     group = 1  # state rows per sentence: one until the first step has chosen beam_size different beams
     scores = np.zeros((batch_size, group))  # cumulative log-probability of each open beam
     history = np.zeros((batch_size, 0), dtype=np.int64)
+    history_log_probs = np.zeros((batch_size, 0))  # each history token's own log-probability, reordered with it
     last_tokens = np.full(batch_size, config.bos_id, dtype=np.int64)
     k = min(2 * beam_size, config.vocab_size)
 
@@ -132,43 +140,46 @@ def beam_search(
         top_log_probs, top_ids, state = backend.step(last_tokens, state, k)  # [n * group, k] each
         n = len(active)
         candidates = (scores[:, :, None] + top_log_probs.reshape(n, group, k)).reshape(n, group * k)
+        step_log_probs = top_log_probs.reshape(n, group * k)  # each candidate's own token log-probability
         # The flat index beam * V + token orders equal scores exactly as a search over all [group, V] would.
         flat = (np.arange(group)[None, :, None] * config.vocab_size + top_ids.reshape(n, group, k)).reshape(n, -1)
         ranked = np.lexsort((flat, -candidates), axis=1)[:, : 2 * beam_size]  # [n, 2K], best first
 
-        keep_rows, next_scores, next_tokens, still_active = [], [], [], []
+        keep_rows, next_scores, next_tokens, next_log_probs, still_active = [], [], [], [], []
         for row, sentence in enumerate(active):
-            beams: list[tuple[int, int, float]] = []  # (source row, token, score)
+            beams: list[tuple[int, int, float, float]] = []  # (source row, token, score, token log-probability)
             for rank, column in enumerate(ranked[row]):
                 total = float(candidates[row, column])
                 if total == -np.inf:
                     break
                 beam, token = divmod(int(flat[row, column]), config.vocab_size)
                 source_row = row * group + beam
+                log_prob = float(step_log_probs[row, column])
                 if token == config.eos_id:
                     if rank < beam_size:
                         tokens = tuple(int(t) for t in history[source_row])
-                        finished[sentence].append(
-                            Hypothesis(tokens, total, length_normalized(total, len(tokens) + 1, length_penalty), True)
-                        )
+                        log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
+                        finished[sentence].append(Hypothesis(
+                            tokens, total, length_normalized(total, len(tokens) + 1, length_penalty), True, log_probs))
                 elif len(beams) < beam_size:
-                    beams.append((source_row, token, total))
+                    beams.append((source_row, token, total, log_prob))
             at_max_length = step + 1 >= max_lengths[sentence]
             if at_max_length:
-                for source_row, token, total in beams:
+                for source_row, token, total, log_prob in beams:
                     tokens = tuple(int(t) for t in history[source_row]) + (token,)
-                    finished[sentence].append(
-                        Hypothesis(tokens, total, length_normalized(total, len(tokens), length_penalty), False)
-                    )
+                    log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
+                    finished[sentence].append(Hypothesis(
+                        tokens, total, length_normalized(total, len(tokens), length_penalty), False, log_probs))
             if len(finished[sentence]) >= beam_size or at_max_length or not beams:
                 continue
             while len(beams) < beam_size:  # only when the vocabulary offers too few candidates
-                beams.append((beams[0][0], beams[0][1], -np.inf))
+                beams.append((beams[0][0], beams[0][1], -np.inf, -np.inf))
             still_active.append(sentence)
-            for source_row, token, total in beams:
+            for source_row, token, total, log_prob in beams:
                 keep_rows.append(source_row)
                 next_tokens.append(token)
                 next_scores.append(total)
+                next_log_probs.append(log_prob)
 
         if not still_active:
             break
@@ -177,6 +188,7 @@ def beam_search(
         group = beam_size
         last_tokens = np.asarray(next_tokens, dtype=np.int64)
         history = np.concatenate([history[index], last_tokens[:, None]], axis=1)
+        history_log_probs = np.concatenate([history_log_probs[index], np.asarray(next_log_probs)[:, None]], axis=1)
         scores = np.asarray(next_scores).reshape(len(still_active), group)
         active = np.asarray(still_active)
 
@@ -208,7 +220,9 @@ class Translation:
     """The best translation of one source text, with its subword tokens and the n-best list.
 
     ``unknown_characters`` counts the source characters the model cannot read (they became ``<unk>``); a caller
-    should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``.
+    should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``. ``confidence``
+    says whether the source looks like the model's training data (:class:`core.confidence.Confidence`); a translator
+    whose bundle is calibrated sets it (``confidence.json``), otherwise it is None.
     """
 
     source: str
@@ -220,6 +234,7 @@ class Translation:
     source_tokens: list[str]
     unknown_characters: int
     attention: Attention | None = None
+    confidence: Confidence | None = None
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:

@@ -11,7 +11,9 @@ import numbers
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
+from .confidence import ConfidenceModel
 from .search import SearchBackend, Translation, translate
 
 
@@ -49,10 +51,11 @@ class BaseTranslator:
 
     The pool of ``workers`` threads is created once, on the first call that has more than one batch, and shared by
     every later call (the backend must allow concurrent calls, as onnxruntime and torch do). One instance may serve
-    many threads.
+    many threads. With a ``confidence`` model every translation carries its :class:`core.confidence.Confidence`.
     """
 
-    def __init__(self, backend: SearchBackend, tokenizer, *, workers: int = 1) -> None:
+    def __init__(self, backend: SearchBackend, tokenizer, *, workers: int = 1,
+                 confidence: ConfidenceModel | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         tokenizer.check_compatible(backend.config)
@@ -60,6 +63,7 @@ class BaseTranslator:
         self.tokenizer = tokenizer
         self.config = backend.config
         self.workers = workers
+        self.confidence = confidence
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -91,14 +95,18 @@ class BaseTranslator:
         + 10. An empty text translates to "". Each :class:`core.Translation` holds the text, its subword tokens,
         the n-best list, the source tokens and how many source characters the model does not know
         (``unknown_characters``); with ``return_attention`` also every layer's and head's attention of the chosen
-        hypothesis (:class:`core.search.Attention`). A source over :attr:`max_source_tokens` raises ValueError;
-        ``self.tokenizer.truncate(text, translator.max_source_tokens)`` cuts one to fit. Texts are searched in
-        length-sorted batches of ``batch_size``, ``workers`` batches at a time; the result does not depend on either.
-        Options out of range (see :func:`check_options`) raise ValueError before any work. ``cancelled``, asked
+        hypothesis (:class:`core.search.Attention`); with a confidence model, whether the source looks like the
+        training data (``confidence``, scored from the chosen hypothesis: no extra model run). A source over
+        :attr:`max_source_tokens` raises ValueError; ``self.tokenizer.truncate(text, translator.max_source_tokens)``
+        cuts one to fit. Texts are searched in length-sorted batches of ``batch_size``, ``workers`` batches at a
+        time; the result does not depend on either. Options out of range (see :func:`check_options`) raise ValueError before any work. ``cancelled``, asked
         before every decoding step, stops the work with :class:`core.search.SearchCancelled` when it says True.
         """
         check_options(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length, n_best=n_best,
                       batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
-        return translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
-                         max_length=max_length, n_best=n_best, return_attention=return_attention,
-                         batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
+        results = translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
+                            max_length=max_length, n_best=n_best, return_attention=return_attention,
+                            batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
+        if self.confidence is None:
+            return results
+        return [replace(result, confidence=self.confidence.assess(result)) for result in results]

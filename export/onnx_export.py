@@ -34,7 +34,6 @@ decoder.onnx (teacher-forced, every attention weight; serves return_attention an
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
@@ -50,7 +49,8 @@ from core.decoding import TorchBackend
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
-from core.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, SEARCH_RULES, OnnxBackend, sha256_of
+from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, SEARCH_RULES, OnnxBackend, file_entry,
+                         write_manifest_file)
 
 ENCODER_FILE, STEP_FILE, DECODER_FILE = "encoder.onnx", "decoder_step.onnx", "decoder.onnx"
 GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "decoder": DECODER_FILE}
@@ -336,10 +336,9 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
         "graphs": graphs,
         "parity": parity.as_dict(),
         "versions": library_versions(),
-        "files": {name: {"sha256": sha256_of(directory / name), "bytes": (directory / name).stat().st_size}
-                  for name in files},
+        "files": {name: file_entry(directory / name) for name in files},
     }
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest_file(directory, manifest)
     return manifest
 
 

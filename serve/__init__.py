@@ -6,9 +6,10 @@ live in :mod:`core.bundle`, which the exporter reads too.
 """
 
 from core.bundle import BundleError, OnnxBackend, load_manifest, verify_checksums
+from core.confidence import Confidence
 from core.search import Attention, Translation
 
 from .translator import Translator
 
-__all__ = ["Attention", "BundleError", "OnnxBackend", "Translation", "Translator", "load_manifest",
+__all__ = ["Attention", "BundleError", "Confidence", "OnnxBackend", "Translation", "Translator", "load_manifest",
            "verify_checksums"]

@@ -1,6 +1,6 @@
 """Translate files and pipes, or serve bundles over HTTP; no torch needed.
 
-    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F]
+    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F] [--confidence]
     python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000]
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.bundle import BundleError
 from core.data import DataError, decode_lines, read_lines
+from core.search import Translation
 from core.translator import available_cores, check_options
 
 from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT
@@ -35,6 +36,14 @@ def writable(path: str) -> str | None:
     return None
 
 
+def output_line(translation: Translation, confidence: bool) -> str:
+    """A translation's output line; with ``confidence``, a tab, its score and a tab, its label (an empty source
+    stays an empty line)."""
+    if not confidence or translation.confidence is None:
+        return translation.text + "\n"
+    return f"{translation.text}\t{translation.confidence.score:.3f}\t{translation.confidence.label}\n"
+
+
 def translate_command(args: argparse.Namespace) -> None:
     """One line in, one line out, in order; empty lines stay empty; batches are length-sorted by the search."""
     from .translator import Translator
@@ -46,6 +55,9 @@ def translate_command(args: argparse.Namespace) -> None:
         translator = Translator(args.model, threads=args.threads, workers=args.workers)
         check_options(beam_size=args.beam, length_penalty=args.length_penalty, max_length=None, n_best=1,
                       batch_size=args.batch_size, max_beam_size=translator.backend.max_beam_size)
+        if args.confidence and translator.confidence is None:
+            raise ValueError(f"--confidence: {args.model} is not calibrated (no confidence.json in its manifest; "
+                             "run python -m serve.calibrate)")
         lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
     except (BundleError, DataError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
@@ -57,7 +69,7 @@ def translate_command(args: argparse.Namespace) -> None:
             sys.exit(f"error: {name}:{number}: {error}, the most the model reads")
     translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
                                         batch_size=args.batch_size, progress=sys.stderr.isatty())
-    output = "".join(t.text + "\n" for t in translations)
+    output = "".join(output_line(t, args.confidence) for t in translations)
     if args.output:
         try:
             Path(args.output).write_text(output, encoding="utf-8")
@@ -108,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--batch-size", type=POSITIVE, default=32, help="sentences per search batch")
     translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     translate.add_argument("--output", help="file to write (default: standard output)")
+    translate.add_argument("--confidence", action="store_true",
+                           help="append a tab, the confidence score (0-1) and a tab, in_domain or out_of_domain")
     translate.set_defaults(run=translate_command)
 
     http = commands.add_parser("http", help="serve the Hugging Face translation task over HTTP")

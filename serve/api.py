@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.search import Translation
 
 from .batcher import BatchSettings, Batcher, QueueFull, searcher
-from .schemas import AttentionOutput, EncodedArray, ErrorBody, ScoredText, TranslationOutput, TranslationRequest
+from .schemas import (AttentionOutput, ConfidenceOutput, EncodedArray, ErrorBody, ScoredText, TranslationOutput,
+                      TranslationRequest)
 from .translator import Translator
 from .validation import Job, Limits, Model, RequestError, check_request
 
@@ -43,10 +44,11 @@ def encoded(weights: np.ndarray) -> EncodedArray:
 def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
     """The response item for one translation, with the extras the request asked for."""
     decode = job.model.translator.tokenizer.decode
-    attention = translation.attention
+    attention, confidence = translation.attention, translation.confidence
     return TranslationOutput(
         translation_text=translation.text,
         unknown_characters=translation.unknown_characters,
+        confidence=None if confidence is None else ConfidenceOutput(score=confidence.score, label=confidence.label),
         truncated=None if job.truncated is None else job.truncated[index],
         score=translation.score if job.return_scores else None,
         n_best=[ScoredText(translation_text=decode(list(h.token_ids)), score=h.score) for h in translation.hypotheses]

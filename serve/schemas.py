@@ -69,9 +69,19 @@ class AttentionOutput(BaseModel):
     cross: EncodedArray = Field(description="[layers, heads, T, S]")
 
 
+class ConfidenceOutput(BaseModel):
+    """Whether the source looks like the model's training data (:class:`core.confidence.Confidence`)."""
+
+    score: float = Field(description="calibrated probability in [0, 1] that the source is in-domain")
+    label: Literal["in_domain", "out_of_domain"] = Field(
+        description="out_of_domain: the translation is probably wrong; treat with care")
+
+
 class TranslationOutput(BaseModel):
     translation_text: str
     unknown_characters: int = Field(description="source characters the model cannot read (they became <unk>)")
+    confidence: ConfidenceOutput | None = Field(
+        None, description="present when the model is calibrated (confidence.json) and the input is not empty")
     truncated: bool | None = Field(None, description="present when truncation was asked for")
     score: float | None = None
     n_best: list[ScoredText] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.bundle import OnnxBackend
+from core.bundle import OnnxBackend, load_confidence
 from core.translator import BaseTranslator, available_cores
 
 
@@ -15,7 +15,9 @@ class Translator(BaseTranslator):
         translator.translate(["Two dogs run through the snow."], beam_size=5)[0].text
 
     Loading verifies every file the translator reads against the manifest's sha256 and raises
-    :class:`serve.BundleError` naming the first one that is missing or changed. ``workers`` batches are searched at
+    :class:`serve.BundleError` naming the first one that is missing or changed. A bundle whose manifest lists
+    ``confidence.json`` (``python -m serve.calibrate``) gives every translation a ``confidence``; others give None.
+    ``workers`` batches are searched at
     the same time (default: one per available core), each run with ``threads`` onnxruntime threads (default 1):
     on a 2-core machine two single-threaded workers translate 1.5x faster than one worker with two threads. The
     ``translate`` keywords and results are those of ``core.TorchTranslator`` (both are
@@ -25,7 +27,8 @@ class Translator(BaseTranslator):
     def __init__(self, bundle_dir: str | Path, *, threads: int = 1, workers: int | None = None) -> None:
         self.directory = Path(bundle_dir)
         backend, tokenizer, self.manifest = OnnxBackend.from_bundle(self.directory, threads=threads)
-        super().__init__(backend, tokenizer, workers=workers or available_cores())
+        super().__init__(backend, tokenizer, workers=workers or available_cores(),
+                         confidence=load_confidence(self.directory, self.manifest))
         self.threads = threads
 
     @property

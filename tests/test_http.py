@@ -40,8 +40,10 @@ def test_translates_the_hugging_face_task(client, translators):
     assert [item["translation_text"] for item in response.json()] == expected and expected[1] == ""
     response = client.post("/translate", json={"inputs": "Ein Hund rennt.", "parameters": {"src_lang": "de",
                                                                                         "tgt_lang": "en"}})
-    assert response.json() == [{"translation_text": translators[1].translate(["Ein Hund rennt."])[0].text,
-                                "unknown_characters": 0}]
+    (expected,) = translators[1].translate(["Ein Hund rennt."])
+    assert response.json() == [{"translation_text": expected.text, "unknown_characters": 0,
+                                "confidence": {"score": pytest.approx(expected.confidence.score),
+                                               "label": expected.confidence.label}}]
 
 
 def test_extras_scores_n_best_attention(client, translators):

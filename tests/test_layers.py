@@ -10,12 +10,12 @@ import pytest
 from conftest import ROOT
 
 WATCHED = ["core", "export", "serve", "demo", "bench", "torch", "ctranslate2", "ray", "gradio", "matplotlib"]
-TORCH_FREE_CORE = ["core", "core.bundle", "core.config", "core.data", "core.positional", "core.search",
-                   "core.tokenizer", "core.translator"]
+TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.positional",
+                   "core.search", "core.tokenizer", "core.translator"]
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
               "core.__main__"]
-SERVE = ["serve", "serve.__main__", "serve.api", "serve.batcher", "serve.loadtest", "serve.arguments", "serve.policy", "serve.schemas", "serve.server",
-         "serve.translator", "serve.validation"]
+SERVE = ["serve", "serve.__main__", "serve.api", "serve.arguments", "serve.batcher", "serve.calibrate", "serve.loadtest",
+         "serve.policy", "serve.schemas", "serve.server", "serve.translator", "serve.validation"]
 DEMO = ["demo", "demo.app", "demo.figures", "demo.handlers", "demo.lesson", "demo.space"]
 
 
