@@ -39,7 +39,8 @@ attention of **the translation beam search chose**, for every layer and every he
 
 **Know the domain:** both models were trained only on [Multi30K](https://github.com/multi30k/dataset): 29,000
 short descriptions of everyday photos (people, animals, streets, sports). They translate such sentences well; on
-news, chat or technical text they will make confident mistakes."""
+news, chat or technical text they will make confident mistakes. The **Confidence** line under each translation says
+when a sentence looks outside what the model knows."""
 LESSON_INTRO = """The article's worked example: the sentence **"Transformer is powerful"**, three tokens with
 3-dimensional embeddings, the article's positional vectors added, and one attention head with d_k = d_v = 3. The
 projections W^Q, W^K, W^V are random (standard normal): change the seed to draw others. Every number below is computed
@@ -90,7 +91,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     @shown_on_page
     def translate(text: str, direction: str, beam_size: int):
         result = handlers.translate_text(directions, direction, text, beam_size)
-        return result.text, handlers.notices_markdown(result), result
+        return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result
 
     @shown_on_page
     def views(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str):
@@ -103,7 +104,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                 gr.update(choices=[str(n) for n in range(1, layers + 1)], value=layer), gr.update(visible=True))
 
     def clear_result():
-        return ("", "", None, None, None, "<p>Nothing translated: see the message above.</p>",
+        return ("", "", "", None, None, None, "<p>Nothing translated: see the message above.</p>",
                 gr.update(value=None, visible=False))
 
     def export(result: handlers.DemoTranslation | None):
@@ -125,13 +126,13 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
 
         view_inputs = [result_state, page.kind, page.layer, page.head]
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head]
-        cleared = [page.translation, page.notices, result_state, page.head_plot, page.heads_plot, page.alignment,
-                   page.download]
+        cleared = [page.translation, page.confidence, page.notices, result_state, page.head_plot, page.heads_plot,
+                   page.alignment, page.download]
         for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
                              (page.source.submit, dict(api_visibility="private")),
                              (page.examples.load_input_event.then, dict(api_visibility="private"))):
             event = trigger(translate, [page.source, page.direction, page.beam_size],
-                            [page.translation, page.notices, result_state], **api)
+                            [page.translation, page.confidence, page.notices, result_state], **api)
             event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
             (event.success(views, view_inputs, view_outputs, api_visibility="private")
              .success(export, [result_state], [page.download], api_visibility="private"))
@@ -166,6 +167,9 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                                        "value outside is clamped)", elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
+    confidence = gr.Textbox(label="Confidence", interactive=False, elem_id="confidence", lines=1,
+                            info="Does the sentence look like the captions the model learned from? Calibrated on "
+                                 "Multi30K (in) and everyday sentences, other languages and noise (out).")
     notices = gr.Markdown(label="Notices", elem_id="notices")
     examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
                            label="Examples (Multi30K-like): click one to translate it")
@@ -187,7 +191,8 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
                                  visible=False, elem_id="download")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
-                           translation=translation, notices=notices, examples=examples, kind=kind, layer=layer, head=head,
+                           translation=translation, confidence=confidence, notices=notices, examples=examples,
+                           kind=kind, layer=layer, head=head,
                            alignment=alignment, head_plot=head_plot, heads_plot=heads_plot, download=download)
 
 

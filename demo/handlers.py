@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.search import Attention
+from core.confidence import IN_DOMAIN, Confidence
 from serve import Translator
 from serve.policy import InputLimits, fit_text, max_source_tokens
 
@@ -55,6 +56,7 @@ class DemoTranslation:
     score: float
     notices: tuple[str, ...]
     attention: Attention
+    confidence: Confidence | None = None  # how much the source looks like the training data (None: uncalibrated)
 
     @property
     def is_empty(self) -> bool:
@@ -127,7 +129,17 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
                           f"{'are' if count > 1 else 'is'} unknown to the model (never seen in training; shown as "
                           "`<unk>`) and ignored by the translation.")
     return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
-                           beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention)
+                           beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention,
+                           confidence=result.confidence)
+
+
+def confidence_text(result: DemoTranslation) -> str:
+    """The confidence as one plain line for the page and the API ("" when the model is not calibrated)."""
+    confidence = result.confidence
+    if confidence is None:
+        return ""
+    mark = "✅" if confidence.label == IN_DOMAIN else "⚠️"
+    return f"{mark} {confidence.message[0].upper()}{confidence.message[1:]} (confidence {confidence.score:.2f})"
 
 
 def code_span(text: str) -> str:

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from core.bundle import GRAPHS, load_manifest
+from core.confidence import CONFIDENCE_FILE
 
 from .handlers import find_bundles
 
@@ -90,7 +91,8 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
     for bundle in bundles:
         manifest = load_manifest(bundle)
         graphs = manifest["graphs"]
-        files = [*(graphs[name]["file"] for name in GRAPHS), manifest["tokenizer"], "config.json", "manifest.json"]
+        files = [*(graphs[name]["file"] for name in GRAPHS), manifest["tokenizer"], "config.json", "manifest.json",
+                 *([CONFIDENCE_FILE] if CONFIDENCE_FILE in manifest["files"] else [])]  # the calibration, if any
         name = bundle.resolve().parent.name if bundle.resolve().name == "onnx" else bundle.resolve().name
         target = out / "models" / name / "onnx"
         target.mkdir(parents=True)

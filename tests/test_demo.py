@@ -4,6 +4,7 @@ app launched on a loopback port and called through gradio_client."""
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,6 +110,22 @@ def test_views_label_every_token_and_reject_missing_layers(directions):
         handlers.attention_views(result, "cross", 1, "9")
     with pytest.raises(handlers.DemoInputError, match="Unknown attention kind"):
         handlers.attention_views(result, "sideways", 1, "1")
+
+
+@pytest.mark.parametrize("direction, text, label", [
+    (EN_DE, "Two young children are playing with a red ball on the grass.", "in_domain"),
+    (DE_EN, "Eine Frau mit Sonnenbrille sitzt auf einer Bank im Park.", "in_domain"),
+    (EN_DE, "The committee postponed the vote on the budget until next year.", "out_of_domain"),
+    (EN_DE, "Ein Hund rennt über eine grüne Wiese.", "out_of_domain"),  # the wrong language for this direction
+    (EN_DE, "<s></s><pad>", "out_of_domain"),
+    (DE_EN, "Das führt zu nichts.", "out_of_domain"),
+])
+def test_each_translation_says_whether_it_is_probably_wrong(directions, direction, text, label):
+    result = handlers.translate_text(directions, direction, text, 5)
+    assert result.confidence.label == label
+    message = handlers.confidence_text(result)
+    assert message.startswith("✅ Looks like the training data" if label == "in_domain"
+                              else "⚠️ Outside what this model knows: treat with care")
 
 
 def test_alignment_html_shades_sources_by_the_picked_step():
@@ -218,9 +235,10 @@ def test_translate_through_gradio_client(app_url, directions):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/translate", "/worked_example", "/positional_encoding"} <= set(endpoints)
     text = "A little girl climbs into a wooden playhouse."
-    translation, notices = client.predict(text, EN_DE, 4, api_name="/translate")
+    translation, confidence, notices = client.predict(text, EN_DE, 4, api_name="/translate")
     assert translation == directions[EN_DE].translate([text], beam_size=4)[0].text and notices == ""
-    translation, notices = client.predict("Ein Hund 🙂 rennt.", DE_EN, 1, api_name="/translate")
+    assert confidence.startswith("✅ Looks like the training data (confidence 0.")
+    translation, _, notices = client.predict("Ein Hund 🙂 rennt.", DE_EN, 1, api_name="/translate")
     assert translation == directions[DE_EN].translate(["Ein Hund 🙂 rennt."], beam_size=1)[0].text
     assert "1 character of the input is unknown" in notices
     with pytest.raises(Exception, match="Klingon → German is not in the list of choices"):
@@ -238,8 +256,8 @@ def test_the_api_names_its_outputs_and_notices_are_plain_text(app_url):
 
     client = Client(app_url, verbose=False)
     endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/translate"]
-    assert [value["label"] for value in endpoint["returns"]] == ["Translation", "Notices"]
-    _, notices = client.predict("A dog <b>runs</b> 🙂.", EN_DE, 1, api_name="/translate")
+    assert [value["label"] for value in endpoint["returns"]] == ["Translation", "Confidence", "Notices"]
+    _, _, notices = client.predict("A dog <b>runs</b> 🙂.", EN_DE, 1, api_name="/translate")
     assert "`<unk>`" in notices and "&lt;" not in notices
 
 
@@ -416,6 +434,7 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
             source.fill(long_text)
             source.press("Enter")  # Enter translates (Shift+Enter would start a new line)
             expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
+            expect(page.locator("#confidence textarea")).to_have_value(re.compile("^✅ Looks like the training data"))
             page.wait_for_selector("#head-plot .xtick", timeout=30_000)
             assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing pushes the page sideways
 
@@ -450,6 +469,7 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
             page.locator("#translate").click()
             expect(page.get_by_text("the input is empty").first).to_be_visible(timeout=30_000)
             expect(page.locator("#translation textarea")).to_have_value("")
+            expect(page.locator("#confidence textarea")).to_have_value("")
             expect(page.locator("#alignment")).to_contain_text("Nothing translated")
             example = "A brown dog jumps over a log in the forest."
             page.get_by_text(example).first.click()

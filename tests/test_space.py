@@ -62,9 +62,10 @@ def test_space_runs_in_a_fresh_venv_without_torch(tmp_path):
         from gradio_client import Client
 
         text = "A man in a blue jacket is riding his bicycle down a busy street."
-        translation, notices = Client(url, verbose=False).predict(text, "English → German", 5, api_name="/translate")
+        translation, confidence, notices = Client(url, verbose=False).predict(text, "English → German", 5,
+                                                                              api_name="/translate")
         assert translation == Translator(ROOT / "models" / "en-de" / "onnx").translate([text])[0].text
-        assert notices == ""
+        assert notices == "" and confidence.startswith("✅")  # the calibration travelled with the bundle
     finally:
         app.send_signal(signal.SIGTERM)
         try:
