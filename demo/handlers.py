@@ -138,7 +138,7 @@ def confidence_text(result: DemoTranslation) -> str:
     confidence = result.confidence
     if confidence is None:
         return ""
-    mark = "✅" if confidence.label == IN_DOMAIN else "⚠️"
+    mark = "✓" if confidence.label == IN_DOMAIN else "⚠"  # text symbols: every system font has them
     return f"{mark} {confidence.message[0].upper()}{confidence.message[1:]} (confidence {confidence.score:.2f})"
 
 
@@ -150,7 +150,7 @@ def code_span(text: str) -> str:
 
 def notices_markdown(result: DemoTranslation) -> str:
     """The notices as a Markdown list ("" when there is nothing to say); anything the user typed is a code span."""
-    return "\n".join(f"- ⚠️ {notice}" for notice in result.notices)
+    return "\n".join(f"- ⚠ {notice}" for notice in result.notices)
 
 
 def layer_count(result: DemoTranslation, kind: str) -> int:

@@ -124,8 +124,8 @@ def test_each_translation_says_whether_it_is_probably_wrong(directions, directio
     result = handlers.translate_text(directions, direction, text, 5)
     assert result.confidence.label == label
     message = handlers.confidence_text(result)
-    assert message.startswith("✅ Looks like the training data" if label == "in_domain"
-                              else "⚠️ Outside what this model knows: treat with care")
+    assert message.startswith("✓ Looks like the training data" if label == "in_domain"
+                              else "⚠ Outside what this model knows: treat with care")
 
 
 def test_alignment_html_shades_sources_by_the_picked_step():
@@ -237,7 +237,7 @@ def test_translate_through_gradio_client(app_url, directions):
     text = "A little girl climbs into a wooden playhouse."
     translation, confidence, notices = client.predict(text, EN_DE, 4, api_name="/translate")
     assert translation == directions[EN_DE].translate([text], beam_size=4)[0].text and notices == ""
-    assert confidence.startswith("✅ Looks like the training data (confidence 0.")
+    assert re.fullmatch(r"✓ Looks like the training data \(confidence [01]\.\d\d\)", confidence), confidence
     translation, _, notices = client.predict("Ein Hund 🙂 rennt.", DE_EN, 1, api_name="/translate")
     assert translation == directions[DE_EN].translate(["Ein Hund 🙂 rennt."], beam_size=1)[0].text
     assert "1 character of the input is unknown" in notices
@@ -434,7 +434,7 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
             source.fill(long_text)
             source.press("Enter")  # Enter translates (Shift+Enter would start a new line)
             expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
-            expect(page.locator("#confidence textarea")).to_have_value(re.compile("^✅ Looks like the training data"))
+            expect(page.locator("#confidence textarea")).to_have_value(re.compile("^✓ Looks like the training data"))
             page.wait_for_selector("#head-plot .xtick", timeout=30_000)
             assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing pushes the page sideways
 
