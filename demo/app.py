@@ -209,8 +209,10 @@ def lesson_tab(first) -> SimpleNamespace:
                 "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
                 f"to its embeddings; the shipped models use d_model = {first.d_model}).")
     with gr.Row():
-        pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length")
-        pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model")
+        pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length",
+                              info="1–512; a typed value outside is clamped")
+        pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model",
+                               info="an even number, 2–512; a typed value outside is clamped")
     pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding",
                       show_label=False, elem_id="pe-plot")
     return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
