@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 
 WATCHED = ["core", "export", "serve", "demo", "bench", "torch", "ctranslate2", "ray", "gradio", "matplotlib"]
-TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.positional",
-                   "core.search", "core.tokenizer", "core.translator"]
+TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.ding",
+                   "core.positional", "core.search", "core.tokenizer", "core.translator"]
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
               "core.__main__"]
 SERVE = ["serve", "serve.__main__", "serve.api", "serve.arguments", "serve.batcher", "serve.calibrate", "serve.loadtest",
