@@ -133,7 +133,10 @@ class Tokenizer:
         ``<unk>`` is in the ids. serve/js counts the same way.
         """
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
-        unknown = sum(1 for character in self.normalize(text) if character != " " and self.token_to_id(character) is None)
+        if SPECIAL_TOKENS.index("<unk>") not in encoding.ids:  # the usual case: no second pass over the text
+            return encoding.ids, encoding.tokens, 0
+        unknown = sum(1 for character in self.normalize(text)
+                      if character != " " and self.token_to_id(character) is None)
         return encoding.ids, encoding.tokens, unknown
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
