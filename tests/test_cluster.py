@@ -131,13 +131,26 @@ print(json.dumps({"status": str(application.status) if application else None, "r
 """
 
 
+def json_reply(stdout: str):
+    """The last JSON line a probe printed: Ray may print its own warnings (lagging heartbeats...) after it."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(("{", "[")):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                pass
+    raise AssertionError(f"no JSON line in: {stdout[-1000:]}")
+
+
 def wait_for_replicas(head: Node, count: int, seconds: float) -> float:
     """Seconds until the app runs with exactly `count` replicas (fails after `seconds`)."""
     started = time.monotonic()
     while True:
         done = head.run(sys.executable, "-c", STATUS, check=False)  # a busy head may refuse a probe: ask again
-        state = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
-                 else {"probe failed": done.stderr[-500:]})
+        try:
+            state = json_reply(done.stdout) if done.returncode == 0 else {"probe failed": done.stderr[-500:]}
+        except AssertionError as no_reply:
+            state = {"probe failed": str(no_reply)}
         if state.get("running", 0) == count and state.get("status") == "ApplicationStatus.RUNNING":
             return time.monotonic() - started
         assert time.monotonic() - started < seconds, f"only {state} after {seconds} s"
@@ -146,7 +159,7 @@ def wait_for_replicas(head: Node, count: int, seconds: float) -> float:
 
 def test_both_nodes_serve_the_same_translations_as_the_translator(cluster):
     head, _ = cluster
-    answers = json.loads(head.python(f"""
+    answers = json_reply(head.python(f"""
 import json, httpx
 out = {{}}
 for host in ("{HEAD_IP}", "{WORKER_IP}"):  # each node's proxy
@@ -157,7 +170,7 @@ for host in ("{HEAD_IP}", "{WORKER_IP}"):  # each node's proxy
 bad = httpx.post(f"http://{HEAD_IP}:8000/translate", json={{"inputs": []}}, timeout=30)
 out["refused"] = [bad.status_code, bad.json()]
 print(json.dumps(out))
-""").strip().splitlines()[-1])
+"""))
     for pair, texts in SENTENCES.items():
         expected = [t.text for t in Translator(ROOT / "models" / pair / "onnx").translate(texts)]
         for host in (HEAD_IP, WORKER_IP):
@@ -192,7 +205,7 @@ print(json.dumps(log))
 def run_load(head: "Node", clients: int, seconds: float, per_request: int) -> list:
     """The bounded load above, through the head's proxy (the one entry): one row per request."""
     done = head.run(sys.executable, "-c", LOAD, str(clients), str(seconds), str(per_request), timeout=seconds + 120)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_reply(done.stdout)
 
 
 def test_one_entry_reaches_both_nodes_and_two_nodes_outserve_one(cluster, tmp_path):
@@ -240,7 +253,7 @@ def test_a_lost_worker_node_costs_few_requests_and_capacity_returns(cluster, tmp
     finally:
         if load.poll() is None:
             load.kill()
-    log = json.loads(output)
+    log = json_reply(output)
     failed = [entry for entry in log if not entry[2]]
     after_kill = [entry for entry in log if 8.5 <= entry[0] <= 14]
     figures = {"requests": len(log), "failed": len(failed), "failed_at_s": [entry[0] for entry in failed][:20],
