@@ -80,6 +80,44 @@ class Hypothesis:
     token_log_probs: tuple[float, ...] = ()
 
 
+BEAM_STATUSES = ("kept", "finished", "stopped", "pruned")
+
+
+@dataclass(frozen=True)
+class BeamNode:
+    """One candidate the beam search ranked at one decoding step of one sentence (``record_beams=True``).
+
+    ``parent`` is the index, among the previous step's ``kept`` nodes, of the beam this token extends (-1 at step
+    0, whose parent is ``<s>``); ``log_prob`` is the beam's cumulative log-probability with this token,
+    ``token_log_prob`` the token's own. ``status`` is one of :data:`BEAM_STATUSES`: ``kept`` (a beam of the next
+    step), ``finished`` (an EOS the search accepted as a hypothesis), ``stopped`` (the output reached its maximum
+    length here: an unfinished hypothesis) or ``pruned`` (ranked among the 2 x beam_size best, not kept).
+    """
+
+    token_id: int
+    parent: int
+    log_prob: float
+    token_log_prob: float
+    status: str
+
+
+@dataclass(frozen=True)
+class BeamRecord:
+    """Every step of one sentence's beam search: ``steps[t]`` holds the candidates ranked at step t, best first;
+    ``hypotheses[i]`` is the (step, index) of the node that ended the i-th returned hypothesis (best first)."""
+
+    steps: tuple[tuple[BeamNode, ...], ...]
+    hypotheses: tuple[tuple[int, int], ...]
+
+    def path(self, step: int, index: int) -> list[BeamNode]:
+        """The nodes from step 0 to ``steps[step][index]``: the partial hypothesis that node ends."""
+        nodes = [self.steps[step][index]]
+        for earlier in range(step - 1, -1, -1):
+            kept = [node for node in self.steps[earlier] if node.status == "kept"]
+            nodes.append(kept[nodes[-1].parent])
+        return nodes[::-1]
+
+
 def length_normalized(log_prob: float, length: int, length_penalty: float) -> float:
     """score = log_prob / length^length_penalty (0 keeps the raw log-probability, 1 is the per-token mean)."""
     return log_prob / max(length, 1) ** length_penalty
@@ -109,6 +147,7 @@ def beam_search(
     length_penalty: float = 1.0,
     n_best: int = 1,
     cancelled: Callable[[], bool] | None = None,
+    records: list[BeamRecord] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for len(max_lengths) sentences whose encoded state is ``state``.
 
@@ -117,7 +156,8 @@ def beam_search(
     done once it has beam_size finished hypotheses or reaches its max length (then its open beams are kept,
     marked unfinished). beam_size=1 is exactly greedy decoding. Returns the n_best hypotheses of each sentence,
     best first by length-normalized score. ``cancelled`` is asked before every step; when it says True the search
-    stops there and raises :class:`SearchCancelled`.
+    stops there and raises :class:`SearchCancelled`. When ``records`` is a list, one :class:`BeamRecord` per
+    sentence is appended to it (recording costs nothing when it is None).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -126,6 +166,8 @@ def beam_search(
     config = backend.config
     batch_size = len(max_lengths)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    steps: list[list[list[BeamNode]]] = [[] for _ in range(batch_size)]  # filled only when records is a list
+    ends: list[list[tuple[int, int]]] = [[] for _ in range(batch_size)]  # (step, node) of each finished hypothesis
     active = np.arange(batch_size)  # the sentence of each group of rows
     group = 1  # state rows per sentence: one until the first step has chosen beam_size different beams
     scores = np.zeros((batch_size, group))  # cumulative log-probability of each open beam
@@ -148,6 +190,8 @@ def beam_search(
         keep_rows, next_scores, next_tokens, next_log_probs, still_active = [], [], [], [], []
         for row, sentence in enumerate(active):
             beams: list[tuple[int, int, float, float]] = []  # (source row, token, score, token log-probability)
+            nodes: list[list] = []  # [token, parent, total, token log-probability, status] of each ranked candidate
+            opened: list[int] = []  # the node of each beam
             for rank, column in enumerate(ranked[row]):
                 total = float(candidates[row, column])
                 if total == -np.inf:
@@ -155,22 +199,35 @@ def beam_search(
                 beam, token = divmod(int(flat[row, column]), config.vocab_size)
                 source_row = row * group + beam
                 log_prob = float(step_log_probs[row, column])
+                status = "pruned"
                 if token == config.eos_id:
                     if rank < beam_size:
                         tokens = tuple(int(t) for t in history[source_row])
                         log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
                         finished[sentence].append(Hypothesis(
                             tokens, total, length_normalized(total, len(tokens) + 1, length_penalty), True, log_probs))
+                        ends[sentence].append((step, len(nodes)))
+                        status = "finished"
                 elif len(beams) < beam_size:
                     beams.append((source_row, token, total, log_prob))
+                    opened.append(len(nodes))
+                    status = "kept"
+                if records is not None:
+                    nodes.append([token, beam if step else -1, total, log_prob, status])
             at_max_length = step + 1 >= max_lengths[sentence]
             if at_max_length:
-                for source_row, token, total, log_prob in beams:
+                for (source_row, token, total, log_prob), node in zip(beams, opened):
                     tokens = tuple(int(t) for t in history[source_row]) + (token,)
                     log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
                     finished[sentence].append(Hypothesis(
                         tokens, total, length_normalized(total, len(tokens), length_penalty), False, log_probs))
-            if len(finished[sentence]) >= beam_size or at_max_length or not beams:
+                    ends[sentence].append((step, node))
+            done = len(finished[sentence]) >= beam_size or at_max_length or not beams
+            if records is not None:
+                for node in opened if done else ():
+                    nodes[node][4] = "stopped" if at_max_length else "pruned"
+                steps[sentence].append([BeamNode(*node) for node in nodes])
+            if done:
                 continue
             while len(beams) < beam_size:  # only when the vocabulary offers too few candidates
                 beams.append((beams[0][0], beams[0][1], -np.inf, -np.inf))
@@ -192,7 +249,11 @@ def beam_search(
         scores = np.asarray(next_scores).reshape(len(still_active), group)
         active = np.asarray(still_active)
 
-    return [sorted(found, key=lambda h: -h.score)[:n_best] for found in finished]
+    best_first = [sorted(range(len(found)), key=lambda i: -found[i].score)[:n_best] for found in finished]
+    if records is not None:
+        records.extend(BeamRecord(tuple(tuple(nodes) for nodes in steps[sentence]),
+                                  tuple(ends[sentence][i] for i in order)) for sentence, order in enumerate(best_first))
+    return [[found[i] for i in order] for found, order in zip(finished, best_first)]
 
 
 @dataclass(frozen=True)
@@ -220,7 +281,8 @@ class Translation:
     """The best translation of one source text, with its subword tokens and the n-best list.
 
     ``unknown_characters`` counts the source characters the model cannot read (they became ``<unk>``); a caller
-    should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``. ``confidence``
+    should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``, ``beams`` (every
+    step of the beam search) by ``translate(..., record_beams=True)``. ``confidence``
     says whether the source looks like the model's training data (:class:`core.confidence.Confidence`); a translator
     whose bundle is calibrated sets it (``confidence.json``), otherwise it is None.
     """
@@ -235,6 +297,7 @@ class Translation:
     unknown_characters: int
     attention: Attention | None = None
     confidence: Confidence | None = None
+    beams: BeamRecord | None = None
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -258,6 +321,7 @@ def translate(
     max_length: int | None = None,
     n_best: int = 1,
     return_attention: bool = False,
+    record_beams: bool = False,
     batch_size: int = 64,
     pool: Executor | None = None,
     progress: bool = False,
@@ -271,7 +335,8 @@ def translate(
     different batches at the same time with the same backend (which must allow concurrent calls, as onnxruntime
     and torch do), and a batch's results do not depend on which thread ran it. ``return_attention`` adds every
     layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
-    ``backend.attend`` over its tokens. ``cancelled`` stops the search at its next decoding step
+    ``backend.attend`` over its tokens. ``record_beams`` adds every step of the search (:class:`BeamRecord`: each
+    candidate ranked, its parent beam, scores and fate). ``cancelled`` stops the search at its next decoding step
     (:class:`SearchCancelled`): work for a caller that has gone away is not finished.
     """
     if isinstance(texts, str):
@@ -290,7 +355,7 @@ def translate(
         unknown.append(unknown_characters)
     results: list[Translation | None] = [None] * len(texts)
     for i in (i for i, ids in enumerate(encoded) if not ids):
-        results[i] = empty_translation(texts[i], config, return_attention)
+        results[i] = empty_translation(texts[i], config, return_attention, record_beams)
     order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -300,11 +365,12 @@ def translate(
         if cancelled is not None and cancelled():
             raise SearchCancelled
         state = backend.start(pad_batch(sources, config.pad_id))
+        records: list[BeamRecord] | None = [] if record_beams else None
         found = beam_search(backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty,
-                            n_best=n_best, cancelled=cancelled)
+                            n_best=n_best, cancelled=cancelled, records=records)
         chosen = [hypotheses[0] for hypotheses in found]
         attentions = attention_of(backend, tokenizer, sources, chosen) if return_attention else [None] * len(batch)
-        for i, hypotheses, attention in zip(batch, found, attentions):
+        for i, hypotheses, attention, beams in zip(batch, found, attentions, records or [None] * len(batch)):
             best = hypotheses[0]
             results[i] = Translation(
                 source=texts[i],
@@ -316,6 +382,7 @@ def translate(
                 source_tokens=source_tokens[i],
                 unknown_characters=unknown[i],
                 attention=attention,
+                beams=beams,
             )
 
     parallel = pool is not None and len(batches) > 1
@@ -329,14 +396,17 @@ def translate(
     return results  # type: ignore[return-value]
 
 
-def empty_translation(text: str, config: TransformerConfig, return_attention: bool) -> Translation:
-    """The translation of a text with no tokens: "" and, on request, attention arrays with no rows."""
+def empty_translation(text: str, config: TransformerConfig, return_attention: bool,
+                      record_beams: bool = False) -> Translation:
+    """The translation of a text with no tokens: "" and, on request, attention arrays with no rows and a beam
+    record with no steps."""
     attention = None
     if return_attention:
         encoder = np.zeros((config.n_encoder_layers, config.n_heads, 0, 0), dtype=np.float32)
         decoder = np.zeros((config.n_decoder_layers, config.n_heads, 0, 0), dtype=np.float32)
         attention = Attention([], [], encoder, decoder, decoder.copy())
-    return Translation(text, "", [], [], 0.0, [Hypothesis((), 0.0, 0.0, True)], [], 0, attention)
+    beams = BeamRecord((), ()) if record_beams else None
+    return Translation(text, "", [], [], 0.0, [Hypothesis((), 0.0, 0.0, True)], [], 0, attention, beams=beams)
 
 
 def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]],

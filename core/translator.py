@@ -85,6 +85,7 @@ class BaseTranslator:
         max_length: int | None = None,
         n_best: int = 1,
         return_attention: bool = False,
+        record_beams: bool = False,
         batch_size: int = 32,
         progress: bool = False,
         cancelled: Callable[[], bool] | None = None,
@@ -95,7 +96,8 @@ class BaseTranslator:
         + 10. An empty text translates to "". Each :class:`core.Translation` holds the text, its subword tokens,
         the n-best list, the source tokens and how many source characters the model does not know
         (``unknown_characters``); with ``return_attention`` also every layer's and head's attention of the chosen
-        hypothesis (:class:`core.search.Attention`); with a confidence model, whether the source looks like the
+        hypothesis (:class:`core.search.Attention`); with ``record_beams`` every step of the search
+        (:class:`core.search.BeamRecord`: each candidate ranked, its parent, scores and fate); with a confidence model, whether the source looks like the
         training data (``confidence``, scored from the chosen hypothesis: no extra model run). A source over
         :attr:`max_source_tokens` raises ValueError; ``self.tokenizer.truncate(text, translator.max_source_tokens)``
         cuts one to fit. Texts are searched in length-sorted batches of ``batch_size``, ``workers`` batches at a
@@ -106,7 +108,7 @@ class BaseTranslator:
                       batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
         results = translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
                             max_length=max_length, n_best=n_best, return_attention=return_attention,
-                            batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
+                            record_beams=record_beams, batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
         if self.confidence is None:
             return results
         return [replace(result, confidence=self.confidence.assess(result)) for result in results]

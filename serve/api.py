@@ -27,11 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.search import Translation
+from core.search import BeamRecord, Translation
 
 from .batcher import BatchSettings, Batcher, QueueFull, searcher
-from .schemas import (AttentionOutput, ConfidenceOutput, EncodedArray, ErrorBody, ScoredText, TranslationOutput,
-                      TranslationRequest)
+from .schemas import (AttentionOutput, BeamNodeOutput, BeamsOutput, ConfidenceOutput, EncodedArray, ErrorBody,
+                      ScoredText, TranslationOutput, TranslationRequest)
 from .translator import Translator
 from .validation import Job, Limits, Model, RequestError, check_request
 
@@ -39,6 +39,13 @@ from .validation import Job, Limits, Model, RequestError, check_request
 def encoded(weights: np.ndarray) -> EncodedArray:
     """An attention array as base64 little-endian float16 (see :class:`serve.schemas.EncodedArray`)."""
     return EncodedArray(shape=list(weights.shape), data=base64.b64encode(weights.astype("<f2").tobytes()).decode())
+
+
+def beams_output(record: BeamRecord, token_of: Callable[[int], str]) -> BeamsOutput:
+    """A beam record as the response's JSON (each node with its token text)."""
+    return BeamsOutput(steps=[[BeamNodeOutput(token=token_of(n.token_id), token_id=n.token_id, parent=n.parent,
+                                              log_prob=n.log_prob, token_log_prob=n.token_log_prob, status=n.status)
+                               for n in step] for step in record.steps], hypotheses=list(record.hypotheses))
 
 
 def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
@@ -56,6 +63,8 @@ def render(translation: Translation, job: Job, index: int) -> TranslationOutput:
         attention=AttentionOutput(source_tokens=attention.source_tokens, target_tokens=attention.target_tokens,
                                   encoder=encoded(attention.encoder), decoder=encoded(attention.decoder),
                                   cross=encoded(attention.cross)) if attention is not None else None,
+        beams=None if translation.beams is None else beams_output(translation.beams,
+                                                                  job.model.translator.tokenizer.id_to_token),
     )
 
 

@@ -34,6 +34,7 @@ class SearchOptions:
     max_length: int | None = None
     n_best: int = 1
     return_attention: bool = False
+    record_beams: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def searcher(translator: BaseTranslator) -> Search:
     def search(texts: list[str], options: SearchOptions, cancelled: Callable[[], bool]) -> list[Translation]:
         return translator.translate(texts, beam_size=options.beam_size, length_penalty=options.length_penalty,
                                     max_length=options.max_length, n_best=options.n_best,
-                                    return_attention=options.return_attention, cancelled=cancelled)
+                                    return_attention=options.return_attention, record_beams=options.record_beams,
+                                    cancelled=cancelled)
 
     return search
 

@@ -27,6 +27,7 @@ class InputLimits:
     max_beams: int = 8
     max_new_tokens: int = 256  # output tokens, EOS included
     max_attention_weights: int = 1_000_000  # attention weights returned per request, every layer and head summed
+    max_beam_nodes: int = 50_000  # beam-record nodes returned per request (~80 bytes of JSON each)
 
 
 class InputError(ValueError):
@@ -94,6 +95,13 @@ def attention_weights(translator: BaseTranslator, source_tokens: int, max_new_to
     target = max_target_length(source, config, max_new_tokens)
     return config.n_heads * (config.n_encoder_layers * source * source
                              + config.n_decoder_layers * (target * target + target * source))
+
+
+def beam_nodes(translator: BaseTranslator, source_tokens: int, beams: int, max_new_tokens: int | None) -> int:
+    """The most nodes one translation's beam record can hold: 2 x beams ranked candidates at every step."""
+    if source_tokens == 0:
+        return 0
+    return 2 * beams * max_target_length(source_tokens + 1, translator.config, max_new_tokens)
 
 
 def find_model(translators: Sequence[Translator], src_lang: str | None, tgt_lang: str | None) -> Translator:

@@ -35,6 +35,8 @@ class TranslationParameters(BaseModel):
     n_best: StrictInt | None = Field(None, description="add the n best hypotheses (1 to num_beams)")
     return_attention: StrictBool = Field(
         False, description="add every layer's and head's attention of the chosen translation (few inputs only)")
+    return_beams: StrictBool = Field(
+        False, description="add every step of the beam search: each candidate ranked, its parent and fate")
 
 
 class TranslationRequest(BaseModel):
@@ -69,6 +71,25 @@ class AttentionOutput(BaseModel):
     cross: EncodedArray = Field(description="[layers, heads, T, S]")
 
 
+class BeamNodeOutput(BaseModel):
+    """One candidate the search ranked at one step (:class:`core.search.BeamNode`)."""
+
+    token: str
+    token_id: int
+    parent: int = Field(description="index among the previous step's kept nodes; -1 at step 0 (<s>)")
+    log_prob: float = Field(description="the beam's cumulative log-probability with this token")
+    token_log_prob: float
+    status: Literal["kept", "finished", "stopped", "pruned"]
+
+
+class BeamsOutput(BaseModel):
+    """Every step of one sentence's beam search (:class:`core.search.BeamRecord`)."""
+
+    steps: list[list[BeamNodeOutput]] = Field(description="the candidates ranked at each step, best first")
+    hypotheses: list[tuple[int, int]] = Field(
+        description="[step, index] of the node that ended each returned hypothesis, best first")
+
+
 class ConfidenceOutput(BaseModel):
     """Whether the source looks like the model's training data (:class:`core.confidence.Confidence`)."""
 
@@ -86,6 +107,7 @@ class TranslationOutput(BaseModel):
     score: float | None = None
     n_best: list[ScoredText] | None = None
     attention: AttentionOutput | None = None
+    beams: BeamsOutput | None = None
 
 
 class ErrorBody(BaseModel):

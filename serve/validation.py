@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .batcher import Batcher, SearchOptions
-from .policy import (InputError, InputLimits, attention_weights, bad_character, find_model, fit_text,
+from .policy import (InputError, InputLimits, attention_weights, bad_character, beam_nodes, find_model, fit_text,
                      max_source_tokens, search_cost)
 from .schemas import GenerateParameters, TranslationParameters, TranslationRequest
 from .translator import Translator
@@ -32,12 +32,14 @@ class Limits:
     max_beams: int = 8
     max_attention_inputs: int = 4  # texts per request with return_attention
     max_attention_weights: int = 1_000_000  # attention weights per request (~2.7 MB as base64 float16)
+    max_beam_nodes: int = 50_000  # beam-record nodes per request with return_beams (~80 bytes of JSON each)
     length_penalty_range: tuple[float, float] = (0.0, 2.0)
 
     @property
     def input_limits(self) -> InputLimits:
         return InputLimits(max_chars=self.max_input_chars, max_tokens=self.max_input_tokens, max_beams=self.max_beams,
-                           max_new_tokens=self.max_new_tokens, max_attention_weights=self.max_attention_weights)
+                           max_new_tokens=self.max_new_tokens, max_attention_weights=self.max_attention_weights,
+                           max_beam_nodes=self.max_beam_nodes)
 
 
 class RequestError(Exception):
@@ -124,7 +126,8 @@ def check_options(parameters: TranslationParameters, texts: list[str], limits: L
         raise RequestError(422, "parameters.return_attention",
                            f"attention is returned for at most {limits.max_attention_inputs} inputs, got {len(texts)}")
     return SearchOptions(beam_size=beam_size, length_penalty=length_penalty, max_length=generate.max_new_tokens,
-                         n_best=n_best, return_attention=parameters.return_attention)
+                         n_best=n_best, return_attention=parameters.return_attention,
+                         record_beams=parameters.return_beams)
 
 
 def check_request(request: TranslationRequest, models: Sequence[Model], limits: Limits) -> Job:
@@ -148,6 +151,13 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
                                f"the attention of these inputs could hold {weights:,} weights; at most "
                                f"{limits.max_attention_weights:,} per request: send fewer or shorter inputs, or a "
                                "lower max_new_tokens")
+    if options.record_beams:
+        nodes = sum(beam_nodes(model.translator, f.tokens, options.beam_size, options.max_length) for f in fitted)
+        if nodes > limits.max_beam_nodes:
+            raise RequestError(422, "parameters.return_beams",
+                               f"the beam records of these inputs could hold {nodes:,} nodes; at most "
+                               f"{limits.max_beam_nodes:,} per request: send fewer or shorter inputs, fewer beams, "
+                               "or a lower max_new_tokens")
     costs = [search_cost(model.translator, f.tokens, options.beam_size, options.max_length) for f in fitted]
     return Job(model, [f.text for f in fitted], costs, [f.was_cut for f in fitted] if truncate else None, options,
                parameters.return_scores, parameters.n_best is not None)

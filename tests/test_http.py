@@ -65,6 +65,25 @@ def test_extras_scores_n_best_attention(client, translators):
         np.testing.assert_allclose(decoded.astype(np.float32), expected, atol=5e-4, rtol=0)
 
 
+def test_beam_records_on_request_and_bounded_before_any_work(client, translators):
+    parameters = {**EN_DE, "return_beams": True, "n_best": 2, "generate_parameters": {"num_beams": 3}}
+    (item, empty) = client.post("/translate", json={"inputs": ["Two men play chess.", ""], "parameters": parameters}).json()
+    (reference,) = translators[0].translate(["Two men play chess."], beam_size=3, n_best=2, record_beams=True)
+    tokenizer = translators[0].tokenizer
+    assert item["beams"]["hypotheses"] == [list(end) for end in reference.beams.hypotheses]
+    assert item["beams"]["steps"] == [[{"token": tokenizer.id_to_token(n.token_id), "token_id": n.token_id,
+                                        "parent": n.parent, "log_prob": pytest.approx(n.log_prob),
+                                        "token_log_prob": pytest.approx(n.token_log_prob), "status": n.status}
+                                       for n in step] for step in reference.beams.steps]
+    assert empty["beams"] == {"steps": [], "hypotheses": []}
+    assert "beams" not in client.post("/translate", json={"inputs": "A dog.", "parameters": EN_DE}).json()[0]
+    many = {"inputs": ["A dog runs in the park with a red ball. " * 8] * 30,
+            "parameters": {**EN_DE, "return_beams": True, "generate_parameters": {"num_beams": 8}}}
+    response = client.post("/translate", json=many)
+    assert response.status_code == 422 and response.json()["field"] == "parameters.return_beams", response.text
+    assert "at most 50,000 per request" in response.json()["error"]
+
+
 def test_unknown_characters_and_truncation_are_reported(client):
     (item,) = client.post("/translate", json={"inputs": "🙂🙂🙂", "parameters": EN_DE}).json()
     assert item["unknown_characters"] == 3

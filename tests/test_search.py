@@ -5,7 +5,7 @@ import pytest
 
 from conftest import tiny_config
 from core.config import TransformerConfig
-from core.search import (MAX_LENGTH_A, MAX_LENGTH_B, SearchCancelled, beam_search, max_target_length,
+from core.search import (BEAM_STATUSES, MAX_LENGTH_A, MAX_LENGTH_B, SearchCancelled, beam_search, max_target_length,
                          top_k_indices, top_k_tokens, translate)
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
@@ -179,3 +179,36 @@ def test_translate_keeps_input_order_and_batches():
         assert alone.score == pytest.approx(batched.score, abs=1e-4)
     with pytest.raises(TypeError):
         translate(TorchBackend(model), IdTokenizer(), "5 6", beam_size=1)
+
+
+def recorded(beam_size, max_length=10):
+    backend, records = ScriptedBackend(), []
+    found = beam_search(backend, backend.start(np.zeros((1, 1))), [max_length], beam_size=beam_size, n_best=beam_size,
+                        length_penalty=0.0, records=records)[0]
+    return found, records
+
+
+def test_the_beam_record_holds_every_ranked_candidate_and_leads_to_each_hypothesis():
+    found, (record,) = recorded(beam_size=2)
+    assert found == search(beam_size=2, n_best=2)  # recording changes nothing
+    first, second = record.steps[:2]
+    assert [(n.token_id, n.parent, n.status) for n in first] == [(A, -1, "kept"), (B, -1, "kept")]
+    assert first[0].log_prob == pytest.approx(math.log(0.6)) and first[1].token_log_prob == pytest.approx(math.log(0.4))
+    # Step 1: B then EOS (0.36) ranks first and finishes; A's continuations are kept, A then EOS is pruned (rank 3)
+    assert [(n.token_id, n.parent, n.status) for n in second] == [
+        (EOS, 1, "finished"), (A, 0, "kept"), (B, 0, "kept"), (EOS, 0, "pruned")]
+    assert all(status in BEAM_STATUSES for step in record.steps for status in (n.status for n in step))
+    assert len(record.hypotheses) == len(found)
+    for hypothesis, (step, index) in zip(found, record.hypotheses):
+        path = record.path(step, index)
+        assert path[-1].status == "finished"
+        assert tuple(n.token_id for n in path[:-1]) == hypothesis.token_ids and path[-1].token_id == EOS
+        assert path[-1].log_prob == pytest.approx(hypothesis.log_prob)
+        assert [n.token_log_prob for n in path] == pytest.approx(list(hypothesis.token_log_probs))
+
+
+def test_beams_cut_by_the_length_limit_are_stopped():
+    found, (record,) = recorded(beam_size=2, max_length=1)
+    assert [n.status for n in record.steps[0]] == ["stopped", "stopped"]
+    assert [record.path(*end)[-1].token_id for end in record.hypotheses] == [h.token_ids[-1] for h in found]
+    assert not any(h.finished for h in found)

@@ -95,6 +95,24 @@ def test_attention_is_that_of_the_chosen_steps(translator, reference, beam_size)
         np.testing.assert_allclose(attention.cross, cross, atol=1e-5)
 
 
+def test_the_beam_record_leads_to_every_returned_hypothesis_and_changes_nothing(translator):
+    texts = SENTENCES + ["A little girl is climbing into a wooden playhouse.", ""]
+    plain = translator.translate(texts, beam_size=5, n_best=3)
+    recorded = translator.translate(texts, beam_size=5, n_best=3, record_beams=True)
+    assert [r.hypotheses for r in recorded] == [p.hypotheses for p in plain] and plain[0].beams is None
+    for result in recorded[:-1]:
+        record = result.beams
+        assert len(record.hypotheses) == 3 and len(record.steps) >= len(result.token_ids) + 1
+        assert all(sum(n.status == "kept" for n in step) <= 5 and len(step) <= 10 for step in record.steps)
+        for hypothesis, end in zip(result.hypotheses, record.hypotheses):
+            path = record.path(*end)
+            assert path[-1].status == ("finished" if hypothesis.finished else "stopped")
+            assert tuple(n.token_id for n in path[: len(hypothesis.token_ids)]) == hypothesis.token_ids
+            assert path[-1].log_prob == hypothesis.log_prob
+            assert tuple(n.token_log_prob for n in path) == hypothesis.token_log_probs
+    assert recorded[-1].beams.steps == () and recorded[-1].beams.hypotheses == ()
+
+
 def test_translating_without_attention_returns_none(translator):
     assert translator.translate(["A dog runs."])[0].attention is None
 

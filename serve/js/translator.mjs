@@ -164,11 +164,17 @@ function lengthNormalized(logProb, length, lengthPenalty) {
 /**
  * Beam search for sentences whose encoded state is `state`; a port of core/search.py's beam_search.
  * backend: { config, step(lastTokens, state, k) -> {logProbs, ids, state}, reorder(state, index) -> state }.
- * Returns, per sentence, its nBest hypotheses {tokenIds, logProb, score, finished}, best first.
+ * Returns, per sentence, its nBest hypotheses {tokenIds, logProb, score, finished}, best first. When `records` is an
+ * array, one record per sentence is pushed to it, as Python's BeamRecord: {steps, hypotheses}, steps[t] the
+ * candidates ranked at step t, best first, {tokenId, parent, logProb, tokenLogProb, status}; hypotheses[i] the
+ * [step, index] of the node that ended the i-th returned hypothesis.
  */
-export async function beamSearch(backend, state, maxLengths, { beamSize = 5, lengthPenalty = 1.0, nBest = 1 } = {}) {
+export async function beamSearch(backend, state, maxLengths, { beamSize = 5, lengthPenalty = 1.0, nBest = 1,
+  records = null } = {}) {
   const { vocab_size: vocabSize, eos_id: eosId, bos_id: bosId } = backend.config;
   const finished = maxLengths.map(() => []);
+  const steps = maxLengths.map(() => []); // filled only when records is an array
+  const ends = maxLengths.map(() => []); // [step, node] of each finished hypothesis
   let active = maxLengths.map((_, i) => i);
   let group = 1; // state rows per sentence: one until the first step has chosen beamSize beams
   let scores = active.map(() => [0]);
@@ -187,36 +193,49 @@ export async function beamSearch(backend, state, maxLengths, { beamSize = 5, len
         for (let j = 0; j < k; j++) {
           const r = row * group + beam;
           const token = out.ids[r * k + j];
-          candidates.push({ total: scores[row][beam] + out.logProbs[r * k + j], flat: beam * vocabSize + token });
+          const logProb = out.logProbs[r * k + j];
+          candidates.push({ total: scores[row][beam] + logProb, flat: beam * vocabSize + token, logProb });
         }
       }
       // Best first; equal scores by beam, then token id, as a search over all [group, V] would order them.
       candidates.sort((a, b) => (b.total - a.total) || (a.flat - b.flat));
-      const beams = [];
+      const beams = [], nodes = [], opened = []; // opened: the node of each beam
       for (let rank = 0; rank < Math.min(2 * beamSize, candidates.length); rank++) {
-        const { total, flat } = candidates[rank];
+        const { total, flat, logProb } = candidates[rank];
         if (total === -Infinity) break;
         const beam = Math.floor(flat / vocabSize), token = flat % vocabSize;
         const sourceRow = row * group + beam;
+        let status = "pruned";
         if (token === eosId) {
           if (rank < beamSize) {
             const tokens = history[sourceRow];
             finished[sentence].push({ tokenIds: tokens, logProb: total,
               score: lengthNormalized(total, tokens.length + 1, lengthPenalty), finished: true });
+            ends[sentence].push([step, nodes.length]);
+            status = "finished";
           }
         } else if (beams.length < beamSize) {
           beams.push([sourceRow, token, total]);
+          opened.push(nodes.length);
+          status = "kept";
         }
+        if (records) nodes.push({ tokenId: token, parent: step ? beam : -1, logProb: total, tokenLogProb: logProb, status });
       }
       const atMaxLength = step + 1 >= maxLengths[sentence];
       if (atMaxLength) {
-        for (const [sourceRow, token, total] of beams) {
+        beams.forEach(([sourceRow, token, total], b) => {
           const tokens = [...history[sourceRow], token];
           finished[sentence].push({ tokenIds: tokens, logProb: total,
             score: lengthNormalized(total, tokens.length, lengthPenalty), finished: false });
-        }
+          ends[sentence].push([step, opened[b]]);
+        });
       }
-      if (finished[sentence].length >= beamSize || atMaxLength || beams.length === 0) return;
+      const done = finished[sentence].length >= beamSize || atMaxLength || beams.length === 0;
+      if (records) {
+        if (done) for (const node of opened) nodes[node].status = atMaxLength ? "stopped" : "pruned";
+        steps[sentence].push(nodes);
+      }
+      if (done) return;
       while (beams.length < beamSize) beams.push([beams[0][0], beams[0][1], -Infinity]);
       stillActive.push(sentence);
       for (const [sourceRow, token, total] of beams) {
@@ -233,7 +252,11 @@ export async function beamSearch(backend, state, maxLengths, { beamSize = 5, len
     scores = stillActive.map((_, s) => nextScores.slice(s * group, (s + 1) * group));
     active = stillActive;
   }
-  return finished.map((found) => found.slice().sort((a, b) => b.score - a.score).slice(0, nBest));
+  // Best first (a stable sort, as Python's sorted), the n best of each sentence.
+  const bestFirst = finished.map((found) => found.map((_, i) => i).sort((a, b) => found[b].score - found[a].score)
+    .slice(0, nBest));
+  if (records) bestFirst.forEach((order, s) => records.push({ steps: steps[s], hypotheses: order.map((i) => ends[s][i]) }));
+  return finished.map((found, s) => bestFirst[s].map((i) => found[i]));
 }
 
 /** Rows of a [rows, ...rest] float32 array, selected by index into a new array. */
@@ -412,10 +435,11 @@ export class Translator {
    * hypotheses, crossAttention?}. beamSize 1 is greedy; the output has at most a n + b tokens (EOS counted; a and b
    * from the manifest's search rule, 1.5 and 10 for the shipped bundles) and
    * at most maxLength. An empty text gives "". A source over maxSourceTokens is an error. returnAttention adds the
-   * cross-attention of the chosen tokens, [layers][heads][steps][source tokens].
+   * cross-attention of the chosen tokens, [layers][heads][steps][source tokens]; recordBeams adds `beams`, every
+   * step of the search (see beamSearch's records; Python's BeamRecord).
    */
   async translate(texts, { beamSize = 5, lengthPenalty = 1.0, maxLength = null, nBest = 1, batchSize = 32,
-    returnAttention = false } = {}) {
+    returnAttention = false, recordBeams = false } = {}) {
     if (typeof texts === "string") throw new TypeError("translate() takes an array of texts; wrap a single text in one");
     checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, this.backend.topK / 2);
     const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
@@ -428,7 +452,7 @@ export class Translator {
     });
     const results = texts.map((text, i) => encoded[i].length ? null : { source: text, text: "", tokens: [], tokenIds: [],
       score: 0, unknownCharacters: 0, hypotheses: [{ tokenIds: [], logProb: 0, score: 0, finished: true }],
-      ...(returnAttention ? { crossAttention: [] } : {}) });
+      ...(returnAttention ? { crossAttention: [] } : {}), ...(recordBeams ? { beams: { steps: [], hypotheses: [] } } : {}) });
     const order = texts.map((_, i) => i).filter((i) => encoded[i].length)
       .sort((a, b) => encoded[a].length - encoded[b].length); // stable, as Python's sorted
     for (let start = 0; start < order.length; start += batchSize) {
@@ -438,14 +462,16 @@ export class Translator {
       const maxLengths = sources.map((ids) => Math.min(maxPositions - 1, Math.floor(a * ids.length + b),
         maxLength ?? maxPositions - 1));
       const state = await this.backend.start(sources);
-      const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest });
+      const records = recordBeams ? [] : null;
+      const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest, records });
       const attention = returnAttention ? await this.backend.crossAttention(sources, found.map(([best]) =>
         [bos, ...best.tokenIds, ...(best.finished ? [eos] : [])].slice(0, -1))) : null;
       batch.forEach((i, b) => {
         const best = found[b][0];
         results[i] = { source: texts[i], text: this.tokenizer.decode(best.tokenIds), tokens: this.tokenizer.tokens(best.tokenIds),
           tokenIds: best.tokenIds, score: best.score, unknownCharacters: this.tokenizer.unknownCharacters(texts[i]),
-          hypotheses: found[b], ...(attention ? { crossAttention: attention[b] } : {}) };
+          hypotheses: found[b], ...(attention ? { crossAttention: attention[b] } : {}),
+          ...(records ? { beams: records[b] } : {}) };
       });
     }
     return results;

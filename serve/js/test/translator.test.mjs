@@ -88,6 +88,29 @@ print(json.dumps(r.attention.cross.tolist()))`]));
   assert.ok(largest < 1e-5, `largest difference ${largest}`);
 });
 
+test("the beam record equals Python's on real sentences", async () => {
+  for (const pair of Object.keys(BUNDLES)) {
+    const translator = await Translator.load(BUNDLES[pair]);
+    const lines = [...sentences(pair, 4).slice(0, 4), ""];
+    const ours = (await translator.translate(lines, { beamSize: 5, nBest: 3, recordBeams: true })).map((r) => r.beams);
+    const theirs = JSON.parse(python(["-c", `import json; from serve import Translator
+results = Translator(${JSON.stringify(BUNDLES[pair])}).translate(${JSON.stringify(lines)}, beam_size=5, n_best=3, record_beams=True)
+print(json.dumps([{"steps": [[[n.token_id, n.parent, n.log_prob, n.token_log_prob, n.status] for n in step]
+                             for step in r.beams.steps], "hypotheses": r.beams.hypotheses} for r in results]))`]));
+    assert.equal(ours.length, theirs.length);
+    ours.forEach((record, i) => {
+      assert.deepEqual(record.hypotheses, theirs[i].hypotheses, `${pair} ${i}: hypotheses`);
+      const shape = (steps) => steps.map((step) => step.map(([token, parent, , , status]) => [token, parent, status]));
+      assert.deepEqual(shape(record.steps.map((step) => step.map((n) => [n.tokenId, n.parent, n.logProb, n.tokenLogProb,
+        n.status]))), shape(theirs[i].steps), `${pair} ${i}: tokens, parents and fates`);
+      record.steps.forEach((step, t) => step.forEach((node, j) => {
+        assert.ok(Math.abs(node.logProb - theirs[i].steps[t][j][2]) < 1e-4, `${pair} ${i} step ${t}: log_prob`);
+        assert.ok(Math.abs(node.tokenLogProb - theirs[i].steps[t][j][3]) < 1e-4, `${pair} ${i} step ${t}: token_log_prob`);
+      }));
+    });
+  }
+});
+
 test("a missing or tampered bundle file is an error naming it", async () => {
   const copy = mkdtempSync(join(tmpdir(), "bundle-"));
   cpSync(BUNDLES["en-de"], copy, { recursive: true });
