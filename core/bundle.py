@@ -212,6 +212,16 @@ class OnnxBackend:
                               encoded["cross_values"])
         return encoded["encoder_attentions"], outputs["self_attentions"], outputs["cross_attentions"]
 
+    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
+        """Teacher-forced next-token log-probabilities [B, T, V] (float32)."""
+        encoded = self.encode(source_ids)
+        cross_keys = encoded["cross_keys"]
+        empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
+        logits = self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
+                             encoded["cross_values"])["logits"]  # [B, T, V]
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
     def reorder(self, state: OnnxState, index: np.ndarray) -> OnnxState:
         sentences = state.sentences[index]
         self_keys, self_values = (tuple(layer[index] for layer in part) for part in (state.self_keys, state.self_values))

@@ -54,6 +54,13 @@ class TorchBackend:
                      for weights in (encoded.attentions, output.self_attentions, output.cross_attentions))
 
     @torch.inference_mode()
+    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
+        encoded = self.model.encode(torch.from_numpy(source_ids).to(self.device))
+        target = torch.from_numpy(decoder_input_ids).to(self.device)
+        output = self.model.decode(target, encoded.source_mask, self.model.start_cache(encoded.memory))
+        return torch.log_softmax(output.logits.float(), dim=-1).cpu().numpy()  # [B, T, V]
+
+    @torch.inference_mode()
     def reorder(self, state: TorchState, index: np.ndarray) -> TorchState:
         index_tensor = torch.from_numpy(index).to(self.device)
         return TorchState(state.source_mask.index_select(0, index_tensor), state.cache.reorder(index_tensor))

@@ -47,6 +47,12 @@ class SearchBackend(Protocol):
         [dec_layers, B, H, T, S]. Only needed for ``translate(..., return_attention=True)``.
         """
 
+    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
+        """One teacher-forced pass: the next-token log-probabilities [B, T, V] (float32) after each decoder input.
+
+        Inputs as for ``attend``. Only needed for ``translate(..., target_prefix=...)``.
+        """
+
 
 MAX_LENGTH_A, MAX_LENGTH_B = 1.5, 10  # the output length rule: at most 1.5 n + 10 tokens for n source tokens
 
@@ -148,6 +154,7 @@ def beam_search(
     n_best: int = 1,
     cancelled: Callable[[], bool] | None = None,
     records: list[BeamRecord] | None = None,
+    forced: Sequence[Sequence[tuple[int, float]]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for len(max_lengths) sentences whose encoded state is ``state``.
 
@@ -157,7 +164,10 @@ def beam_search(
     marked unfinished). beam_size=1 is exactly greedy decoding. Returns the n_best hypotheses of each sentence,
     best first by length-normalized score. ``cancelled`` is asked before every step; when it says True the search
     stops there and raises :class:`SearchCancelled`. When ``records`` is a list, one :class:`BeamRecord` per
-    sentence is appended to it (recording costs nothing when it is None).
+    sentence is appended to it (recording costs nothing when it is None). ``forced`` gives each sentence a target
+    prefix as (token, log-probability) pairs: its first steps take these tokens, one beam, whatever the model
+    ranks first; the search continues from there (the hypotheses include the prefix, and their scores its
+    log-probabilities). Each prefix must be shorter than its sentence's max length.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -192,7 +202,16 @@ def beam_search(
             beams: list[tuple[int, int, float, float]] = []  # (source row, token, score, token log-probability)
             nodes: list[list] = []  # [token, parent, total, token log-probability, status] of each ranked candidate
             opened: list[int] = []  # the node of each beam
-            for rank, column in enumerate(ranked[row]):
+            if forced is not None and step < len(forced[sentence]):  # a prefix token: the one beam (beam 0) takes it
+                token, log_prob = forced[sentence][step]
+                total = float(scores[row, 0]) + log_prob
+                beams.append((row * group, token, total, log_prob))
+                opened.append(0)
+                nodes.append([token, 0 if step else -1, total, log_prob, "kept"])
+                ranked_here = ()
+            else:
+                ranked_here = ranked[row]
+            for rank, column in enumerate(ranked_here):
                 total = float(candidates[row, column])
                 if total == -np.inf:
                     break
@@ -322,6 +341,7 @@ def translate(
     n_best: int = 1,
     return_attention: bool = False,
     record_beams: bool = False,
+    target_prefix: Sequence[str | Sequence[str] | None] | None = None,
     batch_size: int = 64,
     pool: Executor | None = None,
     progress: bool = False,
@@ -336,7 +356,10 @@ def translate(
     and torch do), and a batch's results do not depend on which thread ran it. ``return_attention`` adds every
     layer's and head's weights of the chosen hypothesis (:class:`Attention`), from one teacher-forced pass of
     ``backend.attend`` over its tokens. ``record_beams`` adds every step of the search (:class:`BeamRecord`: each
-    candidate ranked, its parent beam, scores and fate). ``cancelled`` stops the search at its next decoding step
+    candidate ranked, its parent beam, scores and fate). ``target_prefix`` gives each text the start of its
+    translation (None for none; a text, which is tokenized, or a list of subword tokens): the search takes those
+    tokens first and continues from them, and the translation includes them, each scored with its log-probability
+    (one more teacher-forced pass, ``backend.log_probs``). ``cancelled`` stops the search at its next decoding step
     (:class:`SearchCancelled`): work for a caller that has gone away is not finished.
     """
     if isinstance(texts, str):
@@ -353,6 +376,12 @@ def translate(
         encoded.append(ids + [config.eos_id] if ids else [])
         source_tokens.append(tokens + [tokenizer.id_to_token(config.eos_id)] if ids else [])
         unknown.append(unknown_characters)
+    prefixes = prefix_ids(tokenizer, config, texts, target_prefix)
+    for index, (ids, prefix) in enumerate(zip(encoded, prefixes or [])):
+        longest = max_target_length(len(ids), config, max_length, max_length_a, max_length_b)
+        if ids and len(prefix) >= longest:
+            raise ValueError(f"target_prefix[{index}] has {len(prefix)} tokens; the translation of this text has at "
+                             f"most {longest} (EOS included)")
     results: list[Translation | None] = [None] * len(texts)
     for i in (i for i, ids in enumerate(encoded) if not ids):
         results[i] = empty_translation(texts[i], config, return_attention, record_beams)
@@ -364,10 +393,11 @@ def translate(
         max_lengths = [max_target_length(len(ids), config, max_length, max_length_a, max_length_b) for ids in sources]
         if cancelled is not None and cancelled():
             raise SearchCancelled
+        forced = forced_tokens(backend, sources, [prefixes[i] for i in batch]) if prefixes else None
         state = backend.start(pad_batch(sources, config.pad_id))
         records: list[BeamRecord] | None = [] if record_beams else None
         found = beam_search(backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty,
-                            n_best=n_best, cancelled=cancelled, records=records)
+                            n_best=n_best, cancelled=cancelled, records=records, forced=forced)
         chosen = [hypotheses[0] for hypotheses in found]
         attentions = attention_of(backend, tokenizer, sources, chosen) if return_attention else [None] * len(batch)
         for i, hypotheses, attention, beams in zip(batch, found, attentions, records or [None] * len(batch)):
@@ -394,6 +424,44 @@ def translate(
     for _ in done:
         pass
     return results  # type: ignore[return-value]
+
+
+def prefix_ids(tokenizer, config: TransformerConfig, texts: Sequence[str],
+               target_prefix: Sequence[str | Sequence[str] | None] | None) -> list[list[int]] | None:
+    """Each text's target prefix as token ids (ValueError for one that is not a text or known subword tokens);
+    None when no text has one."""
+    if target_prefix is None:
+        return None
+    if isinstance(target_prefix, str) or len(target_prefix) != len(texts):
+        raise ValueError(f"target_prefix must be a list with one entry (None, a text or a list of tokens) per text, "
+                         f"{len(texts)} here")
+    specials = {config.pad_id, config.bos_id, config.eos_id}
+    resolved = []
+    for index, prefix in enumerate(target_prefix):
+        if prefix is None or isinstance(prefix, str):
+            resolved.append(tokenizer.encode(prefix) if prefix else [])
+            continue
+        ids = [tokenizer.token_to_id(token) if isinstance(token, str) else None for token in prefix]
+        unknown = [token for token, id_ in zip(prefix, ids) if id_ is None or id_ in specials]
+        if unknown:
+            raise ValueError(f"target_prefix[{index}]: {unknown[0]!r} is not a subword token of this model")
+        resolved.append(ids)
+    return resolved if any(resolved) else None
+
+
+def forced_tokens(backend: SearchBackend, sources: list[list[int]],
+                  prefixes: list[list[int]]) -> list[list[tuple[int, float]]]:
+    """Each source's prefix tokens with their log-probabilities, from one teacher-forced pass over the batch."""
+    config = backend.config
+    rows = [row for row, prefix in enumerate(prefixes) if prefix]
+    forced: list[list[tuple[int, float]]] = [[] for _ in prefixes]
+    if not rows:
+        return forced
+    inputs = pad_batch([[config.bos_id] + prefixes[row][:-1] for row in rows], config.pad_id)
+    log_probs = backend.log_probs(pad_batch([sources[row] for row in rows], config.pad_id), inputs)  # [R, T, V]
+    for r, row in enumerate(rows):
+        forced[row] = [(token, float(log_probs[r, t, token])) for t, token in enumerate(prefixes[row])]
+    return forced
 
 
 def empty_translation(text: str, config: TransformerConfig, return_attention: bool,

@@ -86,6 +86,7 @@ class BaseTranslator:
         n_best: int = 1,
         return_attention: bool = False,
         record_beams: bool = False,
+        target_prefix: Sequence[str | Sequence[str] | None] | None = None,
         batch_size: int = 32,
         progress: bool = False,
         cancelled: Callable[[], bool] | None = None,
@@ -97,7 +98,9 @@ class BaseTranslator:
         the n-best list, the source tokens and how many source characters the model does not know
         (``unknown_characters``); with ``return_attention`` also every layer's and head's attention of the chosen
         hypothesis (:class:`core.search.Attention`); with ``record_beams`` every step of the search
-        (:class:`core.search.BeamRecord`: each candidate ranked, its parent, scores and fate); with a confidence model, whether the source looks like the
+        (:class:`core.search.BeamRecord`: each candidate ranked, its parent, scores and fate); ``target_prefix``, one
+        entry per text (None, a text or a list of subword tokens), is the start each translation must take, and the
+        search continues from it (CTranslate2's ``target_prefix``); with a confidence model, whether the source looks like the
         training data (``confidence``, scored from the chosen hypothesis: no extra model run). A source over
         :attr:`max_source_tokens` raises ValueError; ``self.tokenizer.truncate(text, translator.max_source_tokens)``
         cuts one to fit. Texts are searched in length-sorted batches of ``batch_size``, ``workers`` batches at a
@@ -108,7 +111,7 @@ class BaseTranslator:
                       batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
         results = translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
                             max_length=max_length, n_best=n_best, return_attention=return_attention,
-                            record_beams=record_beams, batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
+                            record_beams=record_beams, target_prefix=target_prefix, batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
         if self.confidence is None:
             return results
         return [replace(result, confidence=self.confidence.assess(result)) for result in results]

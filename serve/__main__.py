@@ -18,7 +18,7 @@ from core.translator import available_cores, check_options
 
 from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT
 from .batcher import BatchSettings
-from .policy import InputError, InputLimits, fit_text
+from .policy import InputError, InputLimits, check_prefix, fit_text
 from .server import ConnectionLimits
 from .validation import Limits
 
@@ -59,6 +59,9 @@ def translate_command(args: argparse.Namespace) -> None:
             raise ValueError(f"--confidence: {args.model} is not calibrated (no confidence.json in its manifest; "
                              "run python -m serve.calibrate)")
         lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
+        prefixes = read_lines(args.target_prefix) if args.target_prefix else None
+        if prefixes is not None and len(prefixes) != len(lines):
+            raise ValueError(f"--target-prefix: {len(prefixes)} lines for {len(lines)} input lines")
     except (BundleError, DataError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     name, limits = args.input or "<stdin>", InputLimits(max_chars=sys.maxsize, max_tokens=translator.max_source_tokens)
@@ -67,7 +70,13 @@ def translate_command(args: argparse.Namespace) -> None:
             fit_text(translator, line, limits, cut=False)  # the shared input policy; lines of any length in characters
         except InputError as error:
             sys.exit(f"error: {name}:{number}: {error}, the most the model reads")
+        try:
+            check_prefix(translator, prefixes[number - 1] if prefixes else None, len(translator.tokenizer.encode(line)),
+                         limits, None)
+        except InputError as error:
+            sys.exit(f"error: {args.target_prefix}:{number}: {error}")
     translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
+                                        target_prefix=prefixes and [prefix or None for prefix in prefixes],
                                         batch_size=args.batch_size, progress=sys.stderr.isatty())
     output = "".join(output_line(t, args.confidence) for t in translations)
     if args.output:
@@ -120,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--batch-size", type=POSITIVE, default=32, help="sentences per search batch")
     translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     translate.add_argument("--output", help="file to write (default: standard output)")
+    translate.add_argument("--target-prefix", metavar="FILE",
+                           help="the start of each translation, one line per input line (an empty line: none); "
+                                "the search continues from it")
     translate.add_argument("--confidence", action="store_true",
                            help="append a tab, the confidence score (0-1) and a tab, in_domain or out_of_domain")
     translate.set_defaults(run=translate_command)

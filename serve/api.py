@@ -240,7 +240,7 @@ async def client_gone(request: Request) -> None:
 async def run_job(job: Job, request: Request, deadline_s: float) -> list[Translation]:
     """The job's translations, unless the deadline passes first (504) or the client leaves: then its sentences leave
     the queue, and a search running them stops at its next step."""
-    work = asyncio.ensure_future(job.model.batcher.submit(job.texts, job.options, job.costs))
+    work = asyncio.ensure_future(job.model.batcher.submit(job.texts, job.options, job.costs, job.target_prefix))
     gone = asyncio.ensure_future(client_gone(request))
     try:
         done, _ = await asyncio.wait({work, gone}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)

@@ -48,18 +48,20 @@ class BatchSettings:
     max_queue: int = 1024  # sentences waiting per model; more answers 503 with Retry-After
 
 
-# One batch of texts, their shared options, and a question the search asks before every step: stop now?
-Search = Callable[[list[str], SearchOptions, Callable[[], bool]], list[Translation]]
+# One batch of texts, their shared options, a question the search asks before every step (stop now?) and each
+# text's target prefix (None when no text of the batch has one).
+Search = Callable[[list[str], SearchOptions, Callable[[], bool], list | None], list[Translation]]
 
 
 def searcher(translator: BaseTranslator) -> Search:
     """The batcher's view of a translator: ``translate`` with one batch's options and its cancel question."""
 
-    def search(texts: list[str], options: SearchOptions, cancelled: Callable[[], bool]) -> list[Translation]:
+    def search(texts: list[str], options: SearchOptions, cancelled: Callable[[], bool],
+               target_prefix: list | None = None) -> list[Translation]:
         return translator.translate(texts, beam_size=options.beam_size, length_penalty=options.length_penalty,
                                     max_length=options.max_length, n_best=options.n_best,
                                     return_attention=options.return_attention, record_beams=options.record_beams,
-                                    cancelled=cancelled)
+                                    target_prefix=target_prefix, cancelled=cancelled)
 
     return search
 
@@ -75,6 +77,7 @@ class _Pending:
     future: asyncio.Future
     request: int  # the submit call it came with
     cost: int
+    target_prefix: str | tuple[str, ...] | None = None
 
 
 class Batcher:
@@ -116,19 +119,20 @@ class Batcher:
         self._pending.clear()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: Sequence[str], options: SearchOptions,
-                     costs: Sequence[int] | None = None) -> list[Translation]:
+    async def submit(self, texts: Sequence[str], options: SearchOptions, costs: Sequence[int] | None = None,
+                     target_prefix: Sequence[str | tuple[str, ...] | None] | None = None) -> list[Translation]:
         """Queue texts and wait for their translations, in order. Raises QueueFull when there is no room.
 
-        ``costs`` (one per text; default 1 each) is each sentence's search work, for ``max_batch_cost``.
+        ``costs`` (one per text; default 1 each) is each sentence's search work, for ``max_batch_cost``;
+        ``target_prefix`` (one per text, None for none) the start each translation must take.
         Cancelling the call (the client left, a deadline) drops its sentences from the queue and from the search.
         """
         if len(self._pending) + len(texts) > self.max_queue:
             raise QueueFull(f"{len(self._pending)} sentences are queued; the limit is {self.max_queue}")
         loop = asyncio.get_running_loop()
         request = next(self._request_ids)
-        items = [_Pending(text, options, loop.create_future(), request, cost)
-                 for text, cost in zip(texts, costs if costs is not None else [1] * len(texts))]
+        items = [_Pending(text, options, loop.create_future(), request, cost, prefix) for text, cost, prefix in
+                 zip(texts, costs if costs is not None else [1] * len(texts), target_prefix or [None] * len(texts))]
         self._pending.extend(items)
         self._turns.append(request)
         self._arrived.set()
@@ -176,9 +180,11 @@ class Batcher:
             def abandoned(batch=batch) -> bool:  # asked from the search thread: every request of the batch left
                 return all(item.future.done() for item in batch)
 
+            prefixes = [item.target_prefix for item in batch]
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._search, [item.text for item in batch], batch[0].options, abandoned)
+                    self._executor, self._search, [item.text for item in batch], batch[0].options, abandoned,
+                    prefixes if any(prefix is not None for prefix in prefixes) else None)
             except SearchCancelled:
                 continue
             except Exception as error:  # noqa: BLE001 - handed to every waiting request

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.search import max_target_length
+from core.search import max_target_length, prefix_ids
 from core.translator import BaseTranslator
 
 from .translator import Translator
@@ -102,6 +102,27 @@ def beam_nodes(translator: BaseTranslator, source_tokens: int, beams: int, max_n
     if source_tokens == 0:
         return 0
     return 2 * beams * max_target_length(source_tokens + 1, translator.config, max_new_tokens)
+
+
+def check_prefix(translator: BaseTranslator, prefix: str | Sequence[str] | None, source_tokens: int,
+                 limits: InputLimits, max_new_tokens: int | None) -> None:
+    """A target prefix (a text or subword tokens) the search can take: known tokens, no bad characters, within
+    ``limits.max_chars`` and shorter than the most output tokens of its source; else InputError."""
+    if prefix is None:
+        return
+    text = prefix if isinstance(prefix, str) else "".join(prefix)
+    if len(text) > limits.max_chars:
+        raise InputError(f"{len(text)} characters; at most {limits.max_chars}")
+    problem = bad_character(text)
+    if problem:
+        raise InputError(f"contains {problem}")
+    try:
+        (ids,) = prefix_ids(translator.tokenizer, translator.config, [""], [prefix]) or [[]]
+    except ValueError as error:
+        raise InputError(str(error).split(": ", 1)[-1]) from None
+    longest = max_target_length(source_tokens + 1, translator.config, max_new_tokens)
+    if source_tokens and len(ids) >= longest:
+        raise InputError(f"{len(ids)} tokens; the translation of this input has at most {longest} (EOS included)")
 
 
 def find_model(translators: Sequence[Translator], src_lang: str | None, tgt_lang: str | None) -> Translator:

@@ -35,6 +35,9 @@ class TranslationParameters(BaseModel):
     n_best: StrictInt | None = Field(None, description="add the n best hypotheses (1 to num_beams)")
     return_attention: StrictBool = Field(
         False, description="add every layer's and head's attention of the chosen translation (few inputs only)")
+    target_prefix: list[StrictStr | list[StrictStr] | None] | None = Field(
+        None, description="one entry per input: null, a text or a list of subword tokens the translation must start "
+                          "with; the search continues from it")
     return_beams: StrictBool = Field(
         False, description="add every step of the beam search: each candidate ranked, its parent and fate")
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .batcher import Batcher, SearchOptions
-from .policy import (InputError, InputLimits, attention_weights, bad_character, beam_nodes, find_model, fit_text,
-                     max_source_tokens, search_cost)
+from .policy import (InputError, InputLimits, attention_weights, bad_character, beam_nodes, check_prefix, find_model,
+                     fit_text, max_source_tokens, search_cost)
 from .schemas import GenerateParameters, TranslationParameters, TranslationRequest
 from .translator import Translator
 
@@ -73,6 +73,7 @@ class Job:
     options: SearchOptions
     return_scores: bool
     return_n_best: bool
+    target_prefix: list[str | tuple[str, ...] | None] | None = None  # one per text
 
 
 def choose_model(models: Sequence[Model], src_lang: str | None, tgt_lang: str | None) -> Model:
@@ -158,6 +159,18 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
                                f"the beam records of these inputs could hold {nodes:,} nodes; at most "
                                f"{limits.max_beam_nodes:,} per request: send fewer or shorter inputs, fewer beams, "
                                "or a lower max_new_tokens")
+    prefixes = parameters.target_prefix
+    if prefixes is not None:
+        if len(prefixes) != len(texts):
+            raise RequestError(422, "parameters.target_prefix",
+                               f"needs one entry (null, a text or a list of tokens) per input: {len(texts)}, got "
+                               f"{len(prefixes)}")
+        for index, (prefix, f) in enumerate(zip(prefixes, fitted)):
+            try:
+                check_prefix(model.translator, prefix, f.tokens, limits.input_limits, options.max_length)
+            except InputError as error:
+                raise RequestError(422, f"parameters.target_prefix[{index}]", str(error)) from None
+        prefixes = [p if p is None or isinstance(p, str) else tuple(p) for p in prefixes]
     costs = [search_cost(model.translator, f.tokens, options.beam_size, options.max_length) for f in fitted]
     return Job(model, [f.text for f in fitted], costs, [f.was_cut for f in fitted] if truncate else None, options,
-               parameters.return_scores, parameters.n_best is not None)
+               parameters.return_scores, parameters.n_best is not None, prefixes)

@@ -84,6 +84,14 @@ def test_beam_records_on_request_and_bounded_before_any_work(client, translators
     assert "at most 50,000 per request" in response.json()["error"]
 
 
+def test_a_target_prefix_per_input(client, translators):
+    inputs, prefixes = ["Two men play chess.", "A dog runs.", ""], ["Zwei Frauen", None, ["▁Ein"]]
+    items = client.post("/translate", json={"inputs": inputs, "parameters": {**EN_DE, "target_prefix": prefixes}}).json()
+    expected = translators[0].translate(inputs, target_prefix=prefixes)
+    assert [item["translation_text"] for item in items] == [t.text for t in expected]
+    assert items[0]["translation_text"].startswith("Zwei Frauen")
+
+
 def test_unknown_characters_and_truncation_are_reported(client):
     (item,) = client.post("/translate", json={"inputs": "🙂🙂🙂", "parameters": EN_DE}).json()
     assert item["unknown_characters"] == 3
@@ -131,6 +139,14 @@ BAD_REQUESTS = [
     (b'{"inputs": ["ok", "x\\ud800"], "parameters": {"src_lang": "en", "tgt_lang": "de"}}', 422, "inputs[1]"),
     (b'{"inputs": ["a", "b", "c", "d", "e"], "parameters": {"src_lang": "en", "tgt_lang": "de", '
      b'"return_attention": true}}', 422, "parameters.return_attention"),
+    (b'{"inputs": ["a", "b"], "parameters": {"src_lang": "en", "tgt_lang": "de", "target_prefix": ["Ein"]}}', 422,
+     "parameters.target_prefix"),
+    (b'{"inputs": "a", "parameters": {"src_lang": "en", "tgt_lang": "de", "target_prefix": [["nosuchtoken"]]}}', 422,
+     "parameters.target_prefix[0]"),
+    (b'{"inputs": "a", "parameters": {"src_lang": "en", "tgt_lang": "de", "target_prefix": ["Ein Hund Ein Hund Ein '
+     b'Hund Ein Hund Ein Hund Ein Hund Ein Hund"]}}', 422, "parameters.target_prefix[0]"),
+    (b'{"inputs": "a", "parameters": {"src_lang": "en", "tgt_lang": "de", "target_prefix": "Ein"}}', 422,
+     "parameters.target_prefix"),
 ]
 
 

@@ -212,3 +212,15 @@ def test_beams_cut_by_the_length_limit_are_stopped():
     assert [n.status for n in record.steps[0]] == ["stopped", "stopped"]
     assert [record.path(*end)[-1].token_id for end in record.hypotheses] == [h.token_ids[-1] for h in found]
     assert not any(h.finished for h in found)
+
+
+def test_a_forced_prefix_is_taken_whatever_the_model_prefers_and_the_search_continues_from_it():
+    backend, records = ScriptedBackend(), []
+    forced = [[(B, math.log(0.4))]]  # the model prefers A first
+    (best, *_), = beam_search(backend, backend.start(np.zeros((1, 1))), [10], beam_size=2, length_penalty=0.0,
+                              forced=forced, records=records)
+    assert best.token_ids == (B,) and best.log_prob == pytest.approx(math.log(0.4 * 0.9))
+    assert best.token_log_probs == pytest.approx((math.log(0.4), math.log(0.9)))
+    first, second = records[0].steps[:2]
+    assert [(n.token_id, n.parent, n.status) for n in first] == [(B, -1, "kept")]  # one beam: the forced token
+    assert second[0].token_id == EOS and second[0].parent == 0 and second[0].status == "finished"

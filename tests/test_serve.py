@@ -113,6 +113,37 @@ def test_the_beam_record_leads_to_every_returned_hypothesis_and_changes_nothing(
     assert recorded[-1].beams.steps == () and recorded[-1].beams.hypotheses == ()
 
 
+def test_a_target_prefix_starts_the_translation_and_the_search_continues(translator):
+    text = "Two men are playing chess in a park."
+    (free,) = translator.translate([text], beam_size=1)
+    own = free.tokens[:3]  # the model's own first tokens: forcing them changes nothing (greedy)
+    (same,) = translator.translate([text], beam_size=1, target_prefix=[own])
+    assert same.token_ids == free.token_ids
+    assert same.hypotheses[0].token_log_probs == pytest.approx(free.hypotheses[0].token_log_probs, abs=1e-4)
+    (other, empty) = translator.translate([text, ""], beam_size=5, target_prefix=["Zwei Frauen", "Ein"])
+    assert other.text.startswith("Zwei Frauen") and other.text != free.text and empty.text == ""
+    assert other.tokens[:2] == translator.tokenizer.tokenize("Zwei Frauen")
+    (recorded,) = translator.translate([text], beam_size=5, target_prefix=[["▁Zwei", "▁Frauen"]], record_beams=True)
+    assert recorded.token_ids == other.token_ids
+    assert [len(step) for step in recorded.beams.steps[:2]] == [1, 1]  # one forced beam per prefix token
+    with pytest.raises(ValueError, match=r"target_prefix\[0\]: '▁nosuchtoken' is not a subword token"):
+        translator.translate([text], target_prefix=[["▁nosuchtoken"]])
+    with pytest.raises(ValueError, match=r"target_prefix\[0\] has 40 tokens; the translation of this text has at most"):
+        translator.translate(["A dog."], target_prefix=[["▁Ein"] * 40])
+    with pytest.raises(ValueError, match="one entry"):
+        translator.translate([text], target_prefix="Zwei")
+
+
+@pytest.mark.torch
+def test_a_target_prefix_gives_the_torch_reference_output(translator, reference):
+    texts, prefixes = SENTENCES, ["Eine Gruppe", ["▁Zwei", "▁Männer", "▁sitzen"]]
+    for beam_size in (1, 5):
+        ours = translator.translate(texts, beam_size=beam_size, target_prefix=prefixes)
+        theirs = reference.translate(texts, beam_size=beam_size, target_prefix=prefixes)
+        assert [t.token_ids for t in ours] == [t.token_ids for t in theirs]
+        assert [t.score for t in ours] == pytest.approx([t.score for t in theirs], abs=1e-4)
+
+
 def test_translating_without_attention_returns_none(translator):
     assert translator.translate(["A dog runs."])[0].attention is None
 
@@ -167,6 +198,19 @@ def test_cli_keeps_order_and_empty_lines(translator, tmp_path):
                    "--output", str(target))
     assert done.returncode == 0, done.stderr
     assert len(target.read_text(encoding="utf-8").split("\n")) == len(lines) + 1
+
+
+def test_cli_target_prefix_file(translator, tmp_path):
+    lines, prefixes = ["Two men are playing chess in a park.", "A dog runs."], ["Zwei Frauen", ""]
+    (tmp_path / "prefix.txt").write_text("\n".join(prefixes) + "\n", encoding="utf-8")
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--target-prefix", str(tmp_path / "prefix.txt"),
+                   stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [t.text for t in translator.translate(lines, target_prefix=["Zwei Frauen", None])]
+    (tmp_path / "prefix.txt").write_text("Zwei\n", encoding="utf-8")
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--target-prefix", str(tmp_path / "prefix.txt"),
+                   stdin="\n".join(lines) + "\n")
+    assert done.returncode == 1 and done.stderr == "error: --target-prefix: 1 lines for 2 input lines\n"
 
 
 def test_cli_bad_bundle_is_a_one_line_error(tmp_path):
@@ -296,10 +340,11 @@ class CountingSearch:
     def __init__(self, delay: float = 0.0):
         self.batches, self.delay = [], delay
 
-    def __call__(self, texts, options, cancelled):
+    def __call__(self, texts, options, cancelled, target_prefix=None):
         time.sleep(self.delay)
         self.batches.append((list(texts), options))
-        return [f"{text}|{options.beam_size}" for text in texts]
+        prefixes = target_prefix or [None] * len(texts)
+        return [f"{text}|{options.beam_size}" + (f"|{prefix}" if prefix else "") for text, prefix in zip(texts, prefixes)]
 
 
 def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
@@ -308,13 +353,15 @@ def test_batcher_gathers_concurrent_requests_and_keeps_results_apart():
     async def scenario():
         batcher = Batcher(search, max_batch_size=8, max_wait=0.01, max_queue=64)
         batcher.start()
-        requests = [batcher.submit([f"t{i}a", f"t{i}b"], SearchOptions(beam_size=1 + i % 2)) for i in range(10)]
+        requests = [batcher.submit([f"t{i}a", f"t{i}b"], SearchOptions(beam_size=1 + i % 2),
+                                   target_prefix=[f"p{i}", None] if i % 3 == 0 else None) for i in range(10)]
         results = await asyncio.gather(*requests)
         await batcher.stop()
         return results
 
-    results = asyncio.run(scenario())
-    assert results == [[f"t{i}a|{1 + i % 2}", f"t{i}b|{1 + i % 2}"] for i in range(10)]
+    results = asyncio.run(scenario())  # each text keeps its own target prefix, whatever batch it joined
+    assert results == [[f"t{i}a|{1 + i % 2}" + (f"|p{i}" if i % 3 == 0 else ""), f"t{i}b|{1 + i % 2}"]
+                       for i in range(10)]
     assert len(search.batches) < 10
     for texts, options in search.batches:  # a batch never mixes search options nor exceeds its size
         assert len(texts) <= 8 and all(text.endswith("a") or text.endswith("b") for text in texts)
@@ -325,7 +372,7 @@ def test_batcher_workers_translate_batches_at_the_same_time():
     running, most = set(), [0]
     lock = threading.Lock()
 
-    def search(texts, options, cancelled):
+    def search(texts, options, cancelled, target_prefix=None):
         with lock:
             running.add(threading.get_ident())
             most[0] = max(most[0], len(running))
@@ -386,7 +433,7 @@ def test_batcher_takes_turns_and_keeps_batches_within_their_cost():
 def test_a_cancelled_request_leaves_the_queue_and_stops_its_running_search():
     asked, stopped = [], threading.Event()
 
-    def search(texts, options, cancelled):
+    def search(texts, options, cancelled, target_prefix=None):
         while not cancelled():  # a long search that asks before each step
             time.sleep(0.01)
         asked.append(list(texts))
@@ -414,9 +461,9 @@ def test_batched_translation_equals_unbatched(translator):
     search = searcher(translator)
     batches = []
 
-    def counting(batch, options, cancelled):
+    def counting(batch, options, cancelled, target_prefix=None):
         batches.append(len(batch))
-        return search(batch, options, cancelled)
+        return search(batch, options, cancelled, target_prefix)
 
     async def scenario():
         batcher = Batcher(counting, max_batch_size=8, max_wait=0.05)

@@ -167,10 +167,11 @@ function lengthNormalized(logProb, length, lengthPenalty) {
  * Returns, per sentence, its nBest hypotheses {tokenIds, logProb, score, finished}, best first. When `records` is an
  * array, one record per sentence is pushed to it, as Python's BeamRecord: {steps, hypotheses}, steps[t] the
  * candidates ranked at step t, best first, {tokenId, parent, logProb, tokenLogProb, status}; hypotheses[i] the
- * [step, index] of the node that ended the i-th returned hypothesis.
+ * [step, index] of the node that ended the i-th returned hypothesis. `forced` gives each sentence a target prefix as
+ * [token, logProb] pairs: its first steps take them, one beam (Python's `forced`).
  */
 export async function beamSearch(backend, state, maxLengths, { beamSize = 5, lengthPenalty = 1.0, nBest = 1,
-  records = null } = {}) {
+  records = null, forced = null } = {}) {
   const { vocab_size: vocabSize, eos_id: eosId, bos_id: bosId } = backend.config;
   const finished = maxLengths.map(() => []);
   const steps = maxLengths.map(() => []); // filled only when records is an array
@@ -189,7 +190,8 @@ export async function beamSearch(backend, state, maxLengths, { beamSize = 5, len
     const keepRows = [], nextScores = [], nextTokens = [], stillActive = [];
     active.forEach((sentence, row) => {
       const candidates = [];
-      for (let beam = 0; beam < group; beam++) {
+      const prefix = forced?.[sentence] ?? [];
+      for (let beam = 0; beam < group && step >= prefix.length; beam++) {
         for (let j = 0; j < k; j++) {
           const r = row * group + beam;
           const token = out.ids[r * k + j];
@@ -200,6 +202,13 @@ export async function beamSearch(backend, state, maxLengths, { beamSize = 5, len
       // Best first; equal scores by beam, then token id, as a search over all [group, V] would order them.
       candidates.sort((a, b) => (b.total - a.total) || (a.flat - b.flat));
       const beams = [], nodes = [], opened = []; // opened: the node of each beam
+      if (step < prefix.length) { // a prefix token: the one beam (beam 0) takes it
+        const [token, logProb] = prefix[step];
+        const total = scores[row][0] + logProb;
+        beams.push([row * group, token, total]);
+        opened.push(0);
+        nodes.push({ tokenId: token, parent: step ? 0 : -1, logProb: total, tokenLogProb: logProb, status: "kept" });
+      }
       for (let rank = 0; rank < Math.min(2 * beamSize, candidates.length); rank++) {
         const { total, flat, logProb } = candidates[rank];
         if (total === -Infinity) break;
@@ -347,8 +356,8 @@ class OnnxBackend {
       crossValues: state.crossValues.map((a) => takeRows(a, crossRow, index)) };
   }
 
-  /** Teacher-forced cross-attention of the chosen tokens: [layers][heads][T][S] per sentence. */
-  async crossAttention(sources, decoderInputs) {
+  /** One teacher-forced pass of the decoder graph over padded decoder inputs: its outputs, S and T. */
+  async teacherForced(sources, decoderInputs) {
     const { Tensor } = this.ort;
     const { outputs, width } = await this.encode(sources);
     const target = this.padBatch(decoderInputs, this.config.pad_id);
@@ -359,7 +368,35 @@ class OnnxBackend {
     const out = await this.sessions.decoder.run({
       target_ids: new Tensor("int64", target.data, [B, target.width]), source_mask: new Tensor("bool", mask, [B, width]),
       past_self_keys: empty, past_self_values: empty, cross_keys: outputs.cross_keys, cross_values: outputs.cross_values });
-    const T = target.width, weights = out.cross_attentions.data; // [L, B, H, T, S]
+    return { out, width, T: target.width };
+  }
+
+  /** Each prefix token's log-probability after the tokens before it (Python's forced_tokens): [[token, logProb]]. */
+  async forcedTokens(sources, prefixes) {
+    const rows = prefixes.flatMap((prefix, row) => (prefix.length ? [row] : []));
+    const forced = prefixes.map(() => []);
+    if (!rows.length) return forced;
+    const { bos_id: bos, vocab_size: V } = this.config;
+    const { out, T } = await this.teacherForced(rows.map((row) => sources[row]),
+      rows.map((row) => [bos, ...prefixes[row].slice(0, -1)]));
+    const logits = out.logits.data; // [R, T, V]
+    rows.forEach((row, r) => {
+      forced[row] = prefixes[row].map((token, t) => {
+        const scores = logits.subarray((r * T + t) * V, (r * T + t + 1) * V);
+        let most = -Infinity, sum = 0;
+        for (const value of scores) most = Math.max(most, value);
+        for (const value of scores) sum += Math.exp(value - most);
+        return [token, scores[token] - most - Math.log(sum)];
+      });
+    });
+    return forced;
+  }
+
+  /** Teacher-forced cross-attention of the chosen tokens: [layers][heads][T][S] per sentence. */
+  async crossAttention(sources, decoderInputs) {
+    const { out, width, T } = await this.teacherForced(sources, decoderInputs);
+    const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads;
+    const weights = out.cross_attentions.data; // [L, B, H, T, S]
     return sources.map((source, b) => Array.from({ length: L }, (_, l) => Array.from({ length: H }, (_, h) =>
       Array.from({ length: decoderInputs[b].length }, (_, t) => {
         const offset = (((l * B + b) * H + h) * T + t) * width;
@@ -369,6 +406,26 @@ class OnnxBackend {
 }
 
 export class Translator {
+  /** Each text's target prefix as token ids (Python's prefix_ids): null when no text has one. */
+  prefixIds(texts, targetPrefix) {
+    if (targetPrefix === null || targetPrefix === undefined) return null;
+    if (!Array.isArray(targetPrefix) || targetPrefix.length !== texts.length) {
+      throw new RangeError(`targetPrefix must be an array with one entry (null, a text or an array of tokens) per text, ${texts.length} here`);
+    }
+    const { pad_id: pad, bos_id: bos, eos_id: eos } = this.config;
+    const resolved = targetPrefix.map((prefix, i) => {
+      if (prefix === null || typeof prefix === "string") return prefix ? this.tokenizer.encode(prefix) : [];
+      return prefix.map((token) => {
+        const id = typeof token === "string" ? this.tokenizer.vocab.get(token) : undefined;
+        if (id === undefined || [pad, bos, eos].includes(id)) {
+          throw new RangeError(`targetPrefix[${i}]: ${JSON.stringify(token)} is not a subword token of this model`);
+        }
+        return id;
+      });
+    });
+    return resolved.some((ids) => ids.length) ? resolved : null;
+  }
+
   /**
    * Load a bundle: a folder (Node) or a URL (browser and Node). Checks the manifest's format and version and the
    * sha256 of every file it reads, and names the file that is missing or changed. `ort` is onnxruntime-node or
@@ -436,12 +493,14 @@ export class Translator {
    * from the manifest's search rule, 1.5 and 10 for the shipped bundles) and
    * at most maxLength. An empty text gives "". A source over maxSourceTokens is an error. returnAttention adds the
    * cross-attention of the chosen tokens, [layers][heads][steps][source tokens]; recordBeams adds `beams`, every
-   * step of the search (see beamSearch's records; Python's BeamRecord).
+   * step of the search (see beamSearch's records; Python's BeamRecord); targetPrefix, one entry per text (null, a
+   * text or an array of subword tokens), is the start each translation must take (Python's target_prefix).
    */
   async translate(texts, { beamSize = 5, lengthPenalty = 1.0, maxLength = null, nBest = 1, batchSize = 32,
-    returnAttention = false, recordBeams = false } = {}) {
+    returnAttention = false, recordBeams = false, targetPrefix = null } = {}) {
     if (typeof texts === "string") throw new TypeError("translate() takes an array of texts; wrap a single text in one");
     checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, this.backend.topK / 2);
+    const prefixes = this.prefixIds(texts, targetPrefix);
     const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
     const encoded = texts.map((text, i) => {
       const ids = this.tokenizer.encode(text);
@@ -449,6 +508,13 @@ export class Translator {
         throw new RangeError(`source ${i} has ${ids.length + 1} tokens, more than the model's max_positions (${maxPositions})`);
       }
       return ids.length ? [...ids, eos] : [];
+    });
+    const { max_length_a: a, max_length_b: b } = this.manifest.search;
+    const longest = (ids) => Math.min(maxPositions - 1, Math.floor(a * ids.length + b), maxLength ?? maxPositions - 1);
+    encoded.forEach((ids, i) => {
+      if (ids.length && prefixes && prefixes[i].length >= longest(ids)) {
+        throw new RangeError(`targetPrefix[${i}] has ${prefixes[i].length} tokens; the translation of this text has at most ${longest(ids)} (EOS included)`);
+      }
     });
     const results = texts.map((text, i) => encoded[i].length ? null : { source: text, text: "", tokens: [], tokenIds: [],
       score: 0, unknownCharacters: 0, hypotheses: [{ tokenIds: [], logProb: 0, score: 0, finished: true }],
@@ -458,12 +524,11 @@ export class Translator {
     for (let start = 0; start < order.length; start += batchSize) {
       const batch = order.slice(start, start + batchSize);
       const sources = batch.map((i) => encoded[i]);
-      const { max_length_a: a, max_length_b: b } = this.manifest.search;
-      const maxLengths = sources.map((ids) => Math.min(maxPositions - 1, Math.floor(a * ids.length + b),
-        maxLength ?? maxPositions - 1));
+      const maxLengths = sources.map(longest);
+      const forced = prefixes ? await this.backend.forcedTokens(sources, batch.map((i) => prefixes[i])) : null;
       const state = await this.backend.start(sources);
       const records = recordBeams ? [] : null;
-      const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest, records });
+      const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest, records, forced });
       const attention = returnAttention ? await this.backend.crossAttention(sources, found.map(([best]) =>
         [bos, ...best.tokenIds, ...(best.finished ? [eos] : [])].slice(0, -1))) : null;
       batch.forEach((i, b) => {

@@ -111,6 +111,26 @@ print(json.dumps([{"steps": [[[n.token_id, n.parent, n.log_prob, n.token_log_pro
   }
 });
 
+test("a target prefix gives Python's translations", async () => {
+  const translator = await Translator.load(BUNDLES["en-de"]);
+  const lines = [...sentences("en-de", 3).slice(0, 3), ""];
+  const prefixes = ["Zwei Frauen", null, ["▁Eine", "▁Gruppe"], "Ein"];
+  for (const beamSize of [1, 5]) {
+    const ours = (await translator.translate(lines, { beamSize, targetPrefix: prefixes })).map((r) => [r.text, r.tokenIds]);
+    const theirs = JSON.parse(python(["-c", `import json; from serve import Translator
+results = Translator(${JSON.stringify(BUNDLES["en-de"])}).translate(${JSON.stringify(lines)}, beam_size=${beamSize},
+    target_prefix=${JSON.stringify(prefixes).replaceAll("null", "None")})
+print(json.dumps([[r.text, r.token_ids] for r in results]))`]));
+    assert.deepEqual(ours, theirs, `beam ${beamSize}`);
+    assert.ok(ours[0][0].startsWith("Zwei Frauen"));
+  }
+  await assert.rejects(translator.translate(["A dog."], { targetPrefix: [["nosuchtoken"]] }),
+    /targetPrefix\[0\]: "nosuchtoken" is not a subword token of this model/);
+  await assert.rejects(translator.translate(["A dog."], { targetPrefix: [Array(40).fill("▁Ein")] }),
+    /targetPrefix\[0\] has 40 tokens; the translation of this text has at most/);
+  await assert.rejects(translator.translate(["A dog."], { targetPrefix: "Ein" }), /one entry/);
+});
+
 test("a missing or tampered bundle file is an error naming it", async () => {
   const copy = mkdtempSync(join(tmpdir(), "bundle-"));
   cpSync(BUNDLES["en-de"], copy, { recursive: true });
