@@ -178,7 +178,7 @@ def write_tokenizer(tokenizer: Tokenizer, config: TransformerConfig, directory: 
     """Our tokenizer.json with a ``$A </s>`` post-processor, tokenizer_config.json and special_tokens_map.json.
 
     Written by hand, not through transformers' save_pretrained, which would add the special tokens to
-    ``added_tokens`` (a typed ``</s>`` would become the real one again).
+    ``added_tokens`` (a typed ``</s>`` would become the real one again for every other reader of the file).
     """
     path = tokenizer.save(directory)
     spec = json.loads(path.read_text(encoding="utf-8"))
@@ -192,8 +192,11 @@ def write_tokenizer(tokenizer: Tokenizer, config: TransformerConfig, directory: 
     }
     path.write_text(json.dumps(spec, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     special = dict(zip(("pad_token", "bos_token", "eos_token", "unk_token"), SPECIAL_TOKENS))
+    # transformers adds the named special tokens to the backend on loading; split_special_tokens keeps a typed one
+    # text (the library's own switch for exactly this), and tokenizer.json itself still has no added_tokens
     tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.max_positions - 1,
-                        "clean_up_tokenization_spaces": False, "padding_side": "right", **special}
+                        "clean_up_tokenization_spaces": False, "padding_side": "right", "split_special_tokens": True,
+                        **special}
     for name, values in (("tokenizer_config.json", tokenizer_config), ("special_tokens_map.json", special)):
         (directory / name).write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
 
