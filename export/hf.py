@@ -16,7 +16,8 @@ projection, ``decoder_start_token_id`` our BOS. The tokenizer is our ``tokenizer
 appends ``</s>``; special tokens stay vocabulary entries only, so a typed ``</s>`` is text (see core.tokenizer).
 
 Nothing is written unless transformers, reloading the staged folder from disk, produces the same tokens as our search
-on real sentences, greedy and beam 5, one source per call with our per-source maximum length. ``--onnx`` adds
+on real sentences, greedy and beam 5, one source per call with our per-source maximum length, and the same logits
+(within 1e-4, teacher-forced on the padded batch). ``--onnx`` adds
 Optimum's ONNX files (``onnx/encoder_model.onnx``, ``onnx/decoder_model_merged.onnx``), exported by Optimum in its
 own Python environment (``--optimum-python``) and verified here under onnxruntime with our search, greedy and beam 5.
 Needs ``pip install "attention-mt[hf]"``.
@@ -38,10 +39,10 @@ from torch import Tensor
 from core.config import TransformerConfig
 from core.decoding import TorchBackend
 from core.model import Transformer, sinusoidal_encoding
-from core.search import max_target_length, top_k_tokens, translate
+from core.search import max_target_length, pad_batch, top_k_tokens, translate
 from core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
 
-from .onnx_export import PARITY_SENTENCES, ExportError
+from .onnx_export import LOGIT_TOLERANCE, PARITY_SENTENCES, ExportError
 
 MARIAN, BLENDERBOT = "MarianMTModel", "BlenderbotForConditionalGeneration"
 VERIFIED_BEAMS = (1, 5)
@@ -288,6 +289,7 @@ class HFReport:
     architecture: str
     sentences: int
     equal: dict = field(default_factory=dict)  # e.g. {"transformers beam 1": 7, "optimum-onnx beam 5": 7}
+    max_logit_difference: float = 0.0  # teacher-forced on our greedy output, the whole batch at once
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -301,6 +303,19 @@ def compare(report: HFReport, engine: str, beam: int, ours: list[list[int]], the
         if a != b:
             raise ExportError(f"{engine} beam {beam} differs for {sentence!r}: ours {tokenizer.decode(a)!r}, "
                               f"{engine} {tokenizer.decode(b)!r}")
+
+
+@torch.inference_mode()
+def max_logit_difference(model: Transformer, hf_model, tokenizer: Tokenizer, sentences: list[str],
+                         greedy: list[list[int]]) -> float:
+    """max |logit difference| of the padded batch, teacher-forced on our greedy tokens (a check tokens alone can miss)."""
+    config = model.config
+    source_ids = torch.from_numpy(pad_batch([tokenizer.encode(s) + [config.eos_id] for s in sentences], config.pad_id))
+    target_ids = torch.from_numpy(pad_batch([[config.bos_id] + ids for ids in greedy], config.eos_id))  # [B, T]
+    ours = model(source_ids, target_ids)  # [B, T, V]
+    theirs = hf_model(input_ids=source_ids, attention_mask=(source_ids != config.pad_id).long(),
+                      decoder_input_ids=target_ids).logits  # [B, T, V]
+    return float((ours - theirs).abs().max())
 
 
 def export_optimum_onnx(staging: Path, optimum_python: str) -> None:
@@ -380,6 +395,11 @@ def export_hf(model_dir: str | Path, out: str | Path, *, onnx: bool = False, opt
         hf_tokenizer = AutoTokenizer.from_pretrained(staging)
         for beam in VERIFIED_BEAMS:
             ours = reference_tokens(model, tokenizer, sentences, beam)
+            if beam == 1:
+                report.max_logit_difference = max_logit_difference(model, reloaded, tokenizer, sentences, ours)
+                if report.max_logit_difference > LOGIT_TOLERANCE:
+                    raise ExportError(f"max |logit difference| {report.max_logit_difference:.2e} between transformers "
+                                      f"and our model exceeds {LOGIT_TOLERANCE:.0e}")
             compare(report, "transformers", beam, ours,
                     generate_tokens(reloaded, hf_tokenizer, sentences, beam, config, batch_size=1), sentences,
                     tokenizer)

@@ -1,5 +1,6 @@
-"""Layers point one way: core <- export and serve <- demo, with bench on top. Each module is imported in a fresh
-interpreter and the project packages (and heavy libraries) it pulled in are compared with what its layer allows."""
+"""Layers point one way: core <- export and serve <- demo, with bench on top; transformers is export.hf's alone.
+Each module is imported in a fresh interpreter and the project packages (and heavy libraries) it pulled in are
+compared with what its layer allows."""
 
 import json
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 from conftest import ROOT
 
-WATCHED = ["core", "export", "serve", "demo", "bench", "torch", "ctranslate2", "ray", "gradio", "matplotlib"]
+WATCHED = ["core", "export", "serve", "demo", "bench", "torch", "ctranslate2", "ray", "gradio", "matplotlib",
+           "transformers"]
 TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.ding",
                    "core.positional", "core.search", "core.tokenizer", "core.translator"]
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
@@ -59,6 +61,8 @@ def test_demo_needs_neither_torch_nor_export(module):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("module", ["export", "export.__main__", "export.onnx_export", "export.to_ctranslate2"])
+@pytest.mark.parametrize("module", ["export", "export.__main__", "export.onnx_export", "export.to_ctranslate2",
+                                    "export.hf", "export.model_card", "export.optimum_env"])
 def test_export_reads_core_only(module):
+    """transformers too is loaded only when export.hf runs, never on import (serve and demo never load it)."""
     assert imported_by(module) <= {"core", "export", "torch"}
