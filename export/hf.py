@@ -42,6 +42,7 @@ from core.model import Transformer, sinusoidal_encoding
 from core.search import max_target_length, pad_batch, top_k_tokens, translate
 from core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
 
+from .model_card import METRICS_FILE, model_card
 from .onnx_export import LOGIT_TOLERANCE, PARITY_SENTENCES, ExportError
 
 MARIAN, BLENDERBOT = "MarianMTModel", "BlenderbotForConditionalGeneration"
@@ -49,7 +50,6 @@ VERIFIED_BEAMS = (1, 5)
 ONNX_DIR = "onnx"
 OPTIMUM_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
 OPTIMUM_TASK = "text2text-generation-with-past"
-METRICS_FILE = "metrics.json"
 
 
 class UnrepresentableError(ExportError):
@@ -356,8 +356,6 @@ def export_hf(model_dir: str | Path, out: str | Path, *, onnx: bool = False, opt
     """
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from .model_card import model_card
-
     model_dir, out = Path(model_dir), Path(out)
     sentences = sentences or PARITY_SENTENCES
     if out.exists() and not force:
@@ -389,6 +387,8 @@ def export_hf(model_dir: str | Path, out: str | Path, *, onnx: bool = False, opt
         write_tokenizer(tokenizer, config, staging)
         (staging / "README.md").write_text(model_card(model_dir.resolve().name, name, config, languages, metrics),
                                            encoding="utf-8")
+        if metrics:  # the card's source: every stage, command and val score of the recipe
+            shutil.copyfile(metrics_path, staging / METRICS_FILE)
 
         report = HFReport(architecture=name, sentences=len(sentences))
         reloaded = AutoModelForSeq2SeqLM.from_pretrained(staging).eval()

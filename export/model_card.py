@@ -10,6 +10,7 @@ import json
 from core.config import TransformerConfig
 
 PROJECT = "attention-mt"
+METRICS_FILE = "metrics.json"
 TEST_SET = "test_2016_flickr"
 HUB_DATASET = "bentrevett/multi30k"  # Multi30K (en-de) as a Hub dataset, for the card's dataset link
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"}
@@ -94,7 +95,9 @@ def model_card(name: str, architecture: str, config: TransformerConfig, language
         "one sentence per call; `onnx/` holds float32 files only, which config.json names as the default dtype.\n",
         "## Training\n",
         "\n".join(line for line in recipe if line) + "\n" if any(recipe) else "",
-        "The commands, in order:\n\n```bash\n" + "\n".join(commands) + "\n```\n" if commands else "",
+        "The recorded commands, in order:\n\n```bash\n" + "\n".join(commands) + "\n```\n" if commands else "",
+        f"Every stage, its data, minutes and the validation scores of every candidate are in `{METRICS_FILE}` beside "
+        "this card; the test set was only scored.\n" if training else "",
         "## Data licence\n",
         DATA_LICENCE + " The weights themselves are MIT-licensed, like the project.\n",
     ]

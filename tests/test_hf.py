@@ -60,7 +60,7 @@ def shipped(request, tmp_path_factory, optimum_python):
 def test_the_folder_has_what_the_hub_and_transformers_js_read(shipped):
     pair, out, _ = shipped
     names = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "README.md"}
+             "special_tokens_map.json", "README.md", "metrics.json"}
     assert names <= {path.name for path in out.iterdir()}
     assert {path.name for path in (out / "onnx").iterdir()} == set(OPTIMUM_FILES)
     config = json.loads((out / "config.json").read_text())
