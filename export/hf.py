@@ -59,20 +59,15 @@ class UnrepresentableError(ExportError):
 def architecture(config: TransformerConfig) -> str:
     """The transformers class that represents config exactly (:data:`MARIAN` or :data:`BLENDERBOT`), or raise why not.
 
-    Every field of the current :class:`core.config.TransformerConfig` maps onto one of the two; the checks name the
-    assumptions the mapping rests on, so a config that breaks one is refused instead of exported approximately.
+    Post-norm is Marian, pre-norm (always with final LayerNorms) Blenderbot, whatever the sizes; what
+    :class:`core.config.TransformerConfig` allows beyond that and the written files cannot say is refused here
+    instead of exported approximately.
     """
-    reasons = []
-    if (config.pad_id, config.bos_id, config.eos_id, config.unk_id) != tuple(range(len(SPECIAL_TOKENS))):
-        reasons.append(f"special ids {(config.pad_id, config.bos_id, config.eos_id, config.unk_id)} are not "
-                       f"{SPECIAL_TOKENS} = (0, 1, 2, 3), which the written tokenizer files declare")
-    if config.d_model % 2:
-        reasons.append("an odd d_model has no sine/cosine pairs for Marian's sinusoid layout")
-    if config.d_model % config.n_heads:
-        reasons.append("d_model is not divisible by n_heads")
-    if reasons:
-        raise UnrepresentableError("neither MarianMTModel nor BlenderbotForConditionalGeneration can represent "
-                                   "this model exactly: " + "; ".join(reasons))
+    ids = (config.pad_id, config.bos_id, config.eos_id, config.unk_id)
+    if ids != tuple(range(len(SPECIAL_TOKENS))):
+        raise UnrepresentableError(
+            f"neither {MARIAN} nor {BLENDERBOT} can represent this model exactly: its special ids (pad, bos, eos, "
+            f"unk) are {ids}, but the written tokenizer files declare {SPECIAL_TOKENS} as ids (0, 1, 2, 3)")
     return BLENDERBOT if config.pre_norm else MARIAN
 
 
@@ -88,7 +83,7 @@ def residual_permutation(config: TransformerConfig) -> Tensor:
     return torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # [d]
 
 
-def hf_config(config: TransformerConfig, max_length: int):
+def hf_config(config: TransformerConfig):
     """The transformers config of our config (the architecture from :func:`architecture`)."""
     from transformers import BlenderbotConfig, MarianConfig
 
@@ -100,7 +95,7 @@ def hf_config(config: TransformerConfig, max_length: int):
         dropout=config.dropout, attention_dropout=config.attention_dropout,
         activation_dropout=config.activation_dropout, scale_embedding=True, tie_word_embeddings=True,
         pad_token_id=config.pad_id, bos_token_id=config.bos_id, eos_token_id=config.eos_id,
-        decoder_start_token_id=config.bos_id, forced_eos_token_id=None, max_length=max_length,
+        decoder_start_token_id=config.bos_id, forced_eos_token_id=None,
     )
     if architecture(config) == MARIAN:
         return MarianConfig(**values, share_encoder_decoder_embeddings=True)
@@ -129,7 +124,7 @@ def convert(model: Transformer):
 
     config = model.config
     name = architecture(config)
-    hf = getattr(transformers, name)(hf_config(config, config.max_positions)).eval()
+    hf = getattr(transformers, name)(hf_config(config)).eval()
     p = residual_permutation(config)
 
     def reads(linear, ours):  # a linear layer whose input is the residual stream: permute its input columns
