@@ -17,6 +17,8 @@ pytestmark = pytest.mark.torch
 from conftest import CORPUS, MULTI30K, ROOT, tiny_config  # noqa: E402
 from core.config import TransformerConfig  # noqa: E402
 from core.data import read_lines  # noqa: E402
+from core.search import max_target_length  # noqa: E402
+from core.tokenizer import Tokenizer  # noqa: E402
 from core.model import Transformer  # noqa: E402
 from export.hf import (BLENDERBOT, MARIAN, OPTIMUM_FILES, ExportError, UnrepresentableError, architecture,  # noqa: E402
                        export_hf, generate_tokens, main)
@@ -33,6 +35,12 @@ def real_sentences(pair: str) -> list[str]:
     if not MULTI30K.is_dir():
         pytest.skip(f"Multi30K data not found at {MULTI30K} (../shared is absent)")
     return read_lines(MULTI30K / f"test_2016_flickr.{pair[:2]}")[:SENTENCES] + ["A dog </s> runs <pad> fast."]
+
+
+def with_limits(pair: str, sentences: list[str]) -> str:
+    """JSON [sentence, max_new_tokens] for the scripts outside this environment: our per-source length limit."""
+    config, tokenizer = TransformerConfig.load(ROOT / "models" / pair), Tokenizer.load(ROOT / "models" / pair)
+    return json.dumps([[s, max_target_length(len(tokenizer.encode(s)) + 1, config)] for s in sentences])
 
 
 def serve_tokens(pair: str, sentences: list[str], beam: int) -> list[list[int]]:
@@ -91,8 +99,6 @@ def test_transformers_translates_as_serve(shipped):
 def test_a_typed_end_of_sentence_stays_text(shipped):
     from transformers import AutoTokenizer
 
-    from core.tokenizer import Tokenizer
-
     _, out, _ = shipped
     text = "A dog </s> runs <pad> <unk> <s>."
     ours = Tokenizer.load(out).encode(text)
@@ -104,7 +110,7 @@ def test_optimum_translates_as_serve(shipped, optimum_python):
     pair, out, sentences = shipped
     for beam in (1, 5):
         done = subprocess.run([optimum_python, str(ROOT / "tests" / "optimum_translate.py"), str(out), str(beam)],
-                              input=json.dumps(sentences), capture_output=True, text=True, timeout=600)
+                              input=with_limits(pair, sentences), capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.strip().splitlines()[-1]) == serve_tokens(pair, sentences, beam), beam
 
@@ -120,7 +126,7 @@ def node_modules():
 
 def test_transformers_js_translates_as_serve_greedy(shipped, node_modules):
     pair, out, sentences = shipped
-    done = subprocess.run(["node", "translate.mjs", str(out)], cwd=HF_JS, input=json.dumps(sentences),
+    done = subprocess.run(["node", "translate.mjs", str(out)], cwd=HF_JS, input=with_limits(pair, sentences),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
