@@ -41,7 +41,7 @@ def create(directory: str | Path) -> Path:
                              capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, SHARED_PATH_FILE).write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-                    str(REQUIREMENTS)], check=True)
+                    str(REQUIREMENTS)], check=True, stdout=sys.stderr)  # stdout carries only the path printed below
     if not works(python):
         raise RuntimeError(f"{python} cannot import optimum.exporters.onnx after installing {REQUIREMENTS}")
     return python
