@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     except ExportError as error:
         sys.exit(f"export failed: {error}")
     equal = ", ".join(f"{engine} {count}/{report.sentences}" for engine, count in report.equal.items())
-    print(f"wrote {args.out} ({report.architecture}); tokens equal to ours: {equal}")
+    print(f"wrote {args.out} ({report.architecture}); tokens equal to ours: {equal}; "
+          f"max |logit diff| {report.max_logit_difference:.2e}")
 
 
 if __name__ == "__main__":
