@@ -246,6 +246,7 @@ class OptimumBackend:
         self.config = config
         self.max_beam_size = max_beam_size
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        self.output_names = [output.name for output in self.decoder.get_outputs()]
 
     def start(self, source_ids: np.ndarray) -> dict:
         mask = (source_ids != self.config.pad_id).astype(np.int64)  # [B, S]
@@ -256,15 +257,15 @@ class OptimumBackend:
                 "past": {name: empty for name in self.past_names}, "first": True}
 
     def step(self, last_tokens: np.ndarray, state: dict, k: int):
-        feeds = {"input_ids": last_tokens[:, None], "encoder_hidden_states": state["encoder_hidden_states"],
+        feeds = {"input_ids": last_tokens[:, None],  # [N] -> [N, 1]: one new token per row
+                 "encoder_hidden_states": state["encoder_hidden_states"],
                  "encoder_attention_mask": state["encoder_attention_mask"],
                  "use_cache_branch": np.array([not state["first"]]), **state["past"]}
-        names = [output.name for output in self.decoder.get_outputs()]
-        outputs = dict(zip(names, self.decoder.run(names, feeds)))
+        outputs = dict(zip(self.output_names, self.decoder.run(self.output_names, feeds)))
         past = {name: outputs[name.replace("past_key_values.", "present.")] for name in self.past_names}
         if not state["first"]:  # the cache branch passes no new encoder keys/values: keep the first step's
             past.update({name: state["past"][name] for name in self.past_names if ".encoder." in name})
-        log_probs = torch.log_softmax(torch.from_numpy(outputs["logits"][:, -1]), dim=-1).numpy()  # [N, V]
+        log_probs = torch.log_softmax(torch.from_numpy(outputs["logits"][:, -1]), dim=-1).numpy()  # [N, 1, V] -> [N, V]
         top_log_probs, top_ids = top_k_tokens(log_probs, k)
         return top_log_probs, top_ids, {**state, "past": past, "first": False}
 
@@ -285,9 +286,6 @@ class HFReport:
     sentences: int
     equal: dict = field(default_factory=dict)  # e.g. {"transformers beam 1": 7, "optimum-onnx beam 5": 7}
     max_logit_difference: float = 0.0  # teacher-forced on our greedy output, the whole batch at once
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def compare(report: HFReport, engine: str, beam: int, ours: list[list[int]], theirs: list[list[int]],
