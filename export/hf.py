@@ -40,10 +40,10 @@ from core.config import TransformerConfig
 from core.decoding import TorchBackend
 from core.model import Transformer, sinusoidal_encoding
 from core.search import max_target_length, pad_batch, top_k_tokens, translate
-from core.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, Tokenizer
+from core.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 from .model_card import METRICS_FILE, model_card
-from .onnx_export import LOGIT_TOLERANCE, PARITY_SENTENCES, ExportError
+from .onnx_export import LOGIT_TOLERANCE, PARITY_SENTENCES, ExportError, staged
 
 MARIAN, BLENDERBOT = "MarianMTModel", "BlenderbotForConditionalGeneration"
 VERIFIED_BEAMS = (1, 5)
@@ -367,9 +367,7 @@ def export_hf(model_dir: str | Path, out: str | Path, *, onnx: bool = False, opt
     metrics_path = model_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-hf-", dir=out.parent))
-    try:
+    with staged(out) as staging:
         hf_model = convert(model)
         hf_model.generation_config = generation_config(config)
         hf_model.save_pretrained(staging)
@@ -402,11 +400,6 @@ def export_hf(model_dir: str | Path, out: str | Path, *, onnx: bool = False, opt
                 backend = OptimumBackend(staging / ONNX_DIR, config)
                 theirs = [t.token_ids for t in translate(backend, tokenizer, sentences, beam_size=beam)]
                 compare(report, "optimum-onnx", beam, ours, theirs, sentences, tokenizer)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

@@ -37,6 +37,8 @@ from __future__ import annotations
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +46,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.config import CONFIG_FILE
 from core.decoding import TorchBackend
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
@@ -342,6 +343,21 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
     return manifest
 
 
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to write into; when the block succeeds it replaces ``out``, otherwise it is
+    removed and ``out`` stays as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset: int = 18,
                   force: bool = False, sentences: list[str] | None = None, source_lang: str | None = None,
                   target_lang: str | None = None) -> dict:
@@ -368,9 +384,7 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
     except (FileNotFoundError, ValueError) as error:
         raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
-    try:
+    with staged(out) as staging:
         export_graphs(model, staging, opset)
         for name in GRAPH_FILES.values():
             onnx.checker.check_model(str(staging / name), full_check=True)
@@ -378,9 +392,4 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
         model.config.save(staging)
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
         manifest = write_manifest(staging, model, opset, parity, languages)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
