@@ -207,7 +207,8 @@ def beam_search(
                 total = float(scores[row, 0]) + log_prob
                 beams.append((row * group, token, total, log_prob))
                 opened.append(0)
-                nodes.append([token, 0 if step else -1, total, log_prob, "kept"])
+                if records is not None:
+                    nodes.append([token, 0 if step else -1, total, log_prob, "kept"])
                 ranked_here = ()
             else:
                 ranked_here = ranked[row]
