@@ -203,22 +203,23 @@ class OnnxBackend:
                           state.cross_keys, state.cross_values)
         return top_log_probs[:, :k], top_ids[:, :k], state
 
-    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Teacher-forced attention weights: encoder self [L, B, H, S, S], decoder self and cross [L, B, H, T, *]."""
+    def teacher_forced(self, source_ids: np.ndarray,
+                       decoder_input_ids: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The encoder's and the teacher-forced decoder's outputs for padded sources and decoder inputs (no past)."""
         encoded = self.encode(source_ids)
         cross_keys = encoded["cross_keys"]
         empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
-        outputs = self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
-                              encoded["cross_values"])
+        return encoded, self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
+                                    encoded["cross_values"])
+
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Teacher-forced attention weights: encoder self [L, B, H, S, S], decoder self and cross [L, B, H, T, *]."""
+        encoded, outputs = self.teacher_forced(source_ids, decoder_input_ids)
         return encoded["encoder_attentions"], outputs["self_attentions"], outputs["cross_attentions"]
 
     def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
         """Teacher-forced next-token log-probabilities [B, T, V] (float32)."""
-        encoded = self.encode(source_ids)
-        cross_keys = encoded["cross_keys"]
-        empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
-        logits = self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
-                             encoded["cross_values"])["logits"]  # [B, T, V]
+        logits = self.teacher_forced(source_ids, decoder_input_ids)[1]["logits"]  # [B, T, V]
         shifted = logits - logits.max(axis=-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 

@@ -436,18 +436,26 @@ def prefix_ids(tokenizer, config: TransformerConfig, texts: Sequence[str],
     if isinstance(target_prefix, str) or len(target_prefix) != len(texts):
         raise ValueError(f"target_prefix must be a list with one entry (None, a text or a list of tokens) per text, "
                          f"{len(texts)} here")
-    specials = {config.pad_id, config.bos_id, config.eos_id}
     resolved = []
     for index, prefix in enumerate(target_prefix):
-        if prefix is None or isinstance(prefix, str):
-            resolved.append(tokenizer.encode(prefix) if prefix else [])
-            continue
-        ids = [tokenizer.token_to_id(token) if isinstance(token, str) else None for token in prefix]
-        unknown = [token for token, id_ in zip(prefix, ids) if id_ is None or id_ in specials]
-        if unknown:
-            raise ValueError(f"target_prefix[{index}]: {unknown[0]!r} is not a subword token of this model")
-        resolved.append(ids)
+        try:
+            resolved.append(prefix_token_ids(tokenizer, config, prefix))
+        except ValueError as error:
+            raise ValueError(f"target_prefix[{index}]: {error}") from None
     return resolved if any(resolved) else None
+
+
+def prefix_token_ids(tokenizer, config: TransformerConfig, prefix: str | Sequence[str] | None) -> list[int]:
+    """One target prefix as token ids: a text is tokenized, subword tokens are looked up (ValueError for one that is
+    not in the vocabulary or is a special token); None or "" is no prefix."""
+    if prefix is None or isinstance(prefix, str):
+        return tokenizer.encode(prefix) if prefix else []
+    specials = {config.pad_id, config.bos_id, config.eos_id}
+    ids = [tokenizer.token_to_id(token) if isinstance(token, str) else None for token in prefix]
+    unknown = [token for token, id_ in zip(prefix, ids) if id_ is None or id_ in specials]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a subword token of this model")
+    return ids
 
 
 def forced_tokens(backend: SearchBackend, sources: list[list[int]],

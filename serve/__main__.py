@@ -67,12 +67,11 @@ def translate_command(args: argparse.Namespace) -> None:
     name, limits = args.input or "<stdin>", InputLimits(max_chars=sys.maxsize, max_tokens=translator.max_source_tokens)
     for number, line in enumerate(lines, start=1):
         try:
-            fit_text(translator, line, limits, cut=False)  # the shared input policy; lines of any length in characters
+            fitted = fit_text(translator, line, limits, cut=False)  # the shared input policy; any length in characters
         except InputError as error:
             sys.exit(f"error: {name}:{number}: {error}, the most the model reads")
         try:
-            check_prefix(translator, prefixes[number - 1] if prefixes else None, len(translator.tokenizer.encode(line)),
-                         limits, None)
+            check_prefix(translator, prefixes[number - 1] if prefixes else None, fitted.tokens, limits, None)
         except InputError as error:
             sys.exit(f"error: {args.target_prefix}:{number}: {error}")
     translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,

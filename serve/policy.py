@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.search import max_target_length, prefix_ids
+from core.search import max_target_length, prefix_token_ids
 from core.translator import BaseTranslator
 
 from .translator import Translator
@@ -117,9 +117,9 @@ def check_prefix(translator: BaseTranslator, prefix: str | Sequence[str] | None,
     if problem:
         raise InputError(f"contains {problem}")
     try:
-        (ids,) = prefix_ids(translator.tokenizer, translator.config, [""], [prefix]) or [[]]
+        ids = prefix_token_ids(translator.tokenizer, translator.config, prefix)
     except ValueError as error:
-        raise InputError(str(error).split(": ", 1)[-1]) from None
+        raise InputError(str(error)) from None
     longest = max_target_length(source_tokens + 1, translator.config, max_new_tokens)
     if source_tokens and len(ids) >= longest:
         raise InputError(f"{len(ids)} tokens; the translation of this input has at most {longest} (EOS included)")
