@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .heads import AttentionTrace
 
 
 def scaled_dot_product_attention(
@@ -68,11 +71,43 @@ class MultiHeadAttention(nn.Module):
         """x [B, L, D] -> keys and values [B, H, L, d_head]."""
         return self.split_heads(self.w_k(x)), self.split_heads(self.w_v(x))
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def attend(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
+               head_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The heads before W^O: queries x W^Q [B, H, Lq, d_head], each head's softmax(Q K^T / sqrt(d_k)) V
+        [B, H, Lq, d_head] and the weights [B, H, Lq, Lk], for x [B, Lq, D] over projected keys/values
+        [B, H, Lk, d_head]. head_mask [B, H] (1 on, 0 off) multiplies each head's output."""
+        queries = self.split_heads(self.w_q(x))  # [B, H, Lq, d_head]
+        heads, weights = scaled_dot_product_attention(queries, keys, values, mask, self.dropout)
+        if head_mask is not None:
+            heads = heads * head_mask[:, :, None, None]  # [B, H] -> [B, H, 1, 1]
+        return queries, heads, weights
+
+    def project_output(self, heads: Tensor) -> Tensor:
+        """Concat(head_1, ..., head_h) W^O: [B, H, Lq, d_head] -> [B, Lq, D]."""
+        return self.w_o(self.merge_heads(heads))
+
+    def head_outputs(self, heads: Tensor) -> Tensor:
+        """Each head's share of the output, head_i W^O_i: [B, H, Lq, d_head] -> [B, H, Lq, D]; their sum over heads
+        plus W^O's bias is :meth:`project_output`."""
+        batch, n_heads, length, d_head = heads.shape
+        # Head i alone in its block of the concatenation, zeros elsewhere: [B, H, Lq, H, d_head] -> [B, H, Lq, D].
+        alone = heads.unsqueeze(3) * torch.eye(n_heads, dtype=heads.dtype, device=heads.device)[:, None, :, None]
+        return F.linear(alone.reshape(batch, n_heads, length, n_heads * d_head), self.w_o.weight)
+
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
+                head_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Attend from queries x [B, Lq, D] over projected keys/values [B, H, Lk, d_head].
 
         Returns the output [B, Lq, D] and the weights of every head [B, H, Lq, Lk].
         """
-        queries = self.split_heads(self.w_q(x))  # [B, H, Lq, d_head]
-        heads, weights = scaled_dot_product_attention(queries, keys, values, mask, self.dropout)
-        return self.w_o(self.merge_heads(heads)), weights
+        output, weights, _ = self.traced(x, keys, values, mask, head_mask)
+        return output, weights
+
+    def traced(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
+               head_mask: Tensor | None = None, trace: bool = False) -> tuple[Tensor, Tensor, AttentionTrace | None]:
+        """:meth:`forward`, and with ``trace`` the :class:`core.heads.AttentionTrace` of this call (else None)."""
+        queries, heads, weights = self.attend(x, keys, values, mask, head_mask)
+        output = self.project_output(heads)
+        if not trace:
+            return output, weights, None
+        return output, weights, AttentionTrace(x, queries, keys, values, heads, self.head_outputs(heads))

@@ -3,9 +3,11 @@
 Torch-free: the exporter and the server both read this module and neither imports the other. onnxruntime is
 imported only when a backend is built.
 
-A bundle folder holds ``manifest.json``, ``encoder.onnx``, ``decoder_step.onnx`` (the search's step: per-layer
-caches in and out, log-softmax and top-k inside), ``decoder.onnx`` (teacher-forced, with every attention weight;
-only for ``return_attention`` and the export's checks), ``config.json`` and ``tokenizer.json``. Loading verifies every file's sha256 against the manifest first.
+A bundle folder holds ``manifest.json``, ``encoder.onnx`` and ``decoder_step.onnx`` (the search: cross keys/values
+once per source, then one step at a time with per-layer caches in and out, log-softmax and top-k inside),
+``teacher_forced.onnx`` (encode and decode given tokens at once, with every attention weight and trace; only for
+``return_attention``, ``return_trace``, ``target_prefix`` and the export's checks), ``config.json`` and
+``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). Loading verifies every file's sha256 against the manifest first.
 A calibrated bundle also lists ``confidence.json`` (written by ``python -m serve.calibrate``, added to the manifest
 with :func:`add_to_manifest`); a bundle without it translates with ``confidence=None``.
 """
@@ -22,13 +24,17 @@ import numpy as np
 
 from core.confidence import CONFIDENCE_FILE, ConfidenceModel
 from core.config import TransformerConfig
+from core.heads import HEAD_KINDS, AttentionTrace, HeadMask, trace_output_names
 from core.search import MAX_LENGTH_A, MAX_LENGTH_B
 from core.tokenizer import Tokenizer
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
-BUNDLE_FORMAT_VERSION = 2  # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step
-GRAPHS = ("encoder", "decoder_step", "decoder")
+# 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step; 3: every graph takes head masks,
+# encoder.onnx and decoder.onnx return the attention traces
+BUNDLE_FORMAT_VERSION = 3
+GRAPHS = ("encoder", "decoder_step", "teacher_forced")
+ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
 SEARCH_RULES = {"max_length_a": MAX_LENGTH_A, "max_length_b": MAX_LENGTH_B}  # the manifest's "search": every runtime
 
 
@@ -110,7 +116,9 @@ def load_confidence(directory: str | Path, manifest: dict) -> ConfidenceModel | 
 
 @dataclass(frozen=True)
 class OnnxState:
-    """Decoding state of N rows: source mask [N, S] and, per decoder layer, keys/values [N, heads, length, d_head].
+    """Decoding state of N rows: source mask [N, S], the decoder's head masks (:class:`core.heads.HeadMask` rows,
+    only ``decoder`` and ``cross`` used: [N, layers, heads]) and, per decoder layer, keys/values
+    [N, heads, length, d_head].
 
     ``sentences`` [N] says which source each row decodes: rows of the same source share their cross keys/values, so
     a reorder that keeps every row on its source (a beam step) leaves the cross arrays untouched.
@@ -118,6 +126,7 @@ class OnnxState:
 
     sentences: np.ndarray
     source_mask: np.ndarray
+    head_mask: HeadMask
     self_keys: tuple[np.ndarray, ...]
     self_values: tuple[np.ndarray, ...]
     cross_keys: tuple[np.ndarray, ...]
@@ -151,8 +160,9 @@ class OnnxBackend:
             except Exception as error:  # onnxruntime's own exception types differ between versions
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise BundleError(f"{graphs[name]} is not a graph onnxruntime can load: {first_line}") from error
-        self.encoder, self.decoder_step, self.decoder = sessions
+        self.encoder, self.decoder_step, self.teacher_forced_graph = sessions
         self.step_outputs = [output.name for output in self.decoder_step.get_outputs()]
+        self.teacher_forced_outputs = [output.name for output in self.teacher_forced_graph.get_outputs()]
 
     @classmethod
     def from_bundle(cls, directory: str | Path, threads: int = 0) -> tuple["OnnxBackend", Tokenizer, dict]:
@@ -168,66 +178,75 @@ class OnnxBackend:
         paths = {name: directory / file for name, file in files.items()}
         return cls(paths, config, graphs["decoder_step"]["top_k"], threads), tokenizer, manifest
 
-    def encode(self, source_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the encoder graph: memory, cross_keys, cross_values, encoder_attentions."""
-        names = [output.name for output in self.encoder.get_outputs()]
-        return dict(zip(names, self.encoder.run(None, {"source_ids": source_ids})))
+    def head_mask_rows(self, head_mask: HeadMask | None, count: int) -> HeadMask:
+        """``head_mask`` (None: every head on) for ``count`` rows, as the graphs take it."""
+        return (head_mask or HeadMask.all_on(self.config)).rows(count)
 
-    def decode(self, target_ids: np.ndarray, source_mask: np.ndarray, past_keys: np.ndarray, past_values: np.ndarray,
-               cross_keys: np.ndarray, cross_values: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the teacher-forced decoder graph (stacked caches [layers, N, heads, length, d_head]): logits,
-        present_self_keys/values, self_attentions, cross_attentions."""
-        inputs = {"target_ids": target_ids, "source_mask": source_mask, "past_self_keys": past_keys,
-                  "past_self_values": past_values, "cross_keys": cross_keys, "cross_values": cross_values}
-        names = [output.name for output in self.decoder.get_outputs()]
-        return dict(zip(names, self.decoder.run(None, inputs)))
+    def encode(self, source_ids: np.ndarray, head_mask: HeadMask | None = None) -> dict[str, np.ndarray]:
+        """Run the encoder graph: cross_keys and cross_values [layers, B, H, S, d_head]."""
+        mask = self.head_mask_rows(head_mask, len(source_ids)).encoder
+        return dict(zip(ENCODER_OUTPUTS, self.encoder.run(ENCODER_OUTPUTS, {"source_ids": source_ids,
+                                                                             "encoder_head_mask": mask})))
 
-    def start(self, source_ids: np.ndarray) -> OnnxState:
-        encoded = self.encode(source_ids)
+    def start(self, source_ids: np.ndarray, head_mask: HeadMask | None = None) -> OnnxState:
+        encoded = self.encode(source_ids, head_mask)
         cross_keys, cross_values = encoded["cross_keys"], encoded["cross_values"]  # [layers, B, H, S, d_head]
         empty = tuple(np.zeros(keys.shape[:2] + (0, keys.shape[3]), dtype=keys.dtype) for keys in cross_keys)
-        return OnnxState(np.arange(len(source_ids)), source_ids != self.config.pad_id, empty, empty, tuple(cross_keys),
+        return OnnxState(np.arange(len(source_ids)), source_ids != self.config.pad_id,
+                         self.head_mask_rows(head_mask, len(source_ids)), empty, empty, tuple(cross_keys),
                          tuple(cross_values))
 
     def step(self, last_tokens: np.ndarray, state: OnnxState, k: int) -> tuple[np.ndarray, np.ndarray, OnnxState]:
         if k > self.top_k:
             raise ValueError(f"this bundle's step graph returns {self.top_k} tokens per row; beam_size must be at "
                              f"most {self.top_k // 2}")
-        inputs = {"target_ids": last_tokens[:, None], "source_mask": state.source_mask}  # [N] -> [N, 1]
+        inputs = {"target_ids": last_tokens[:, None], "source_mask": state.source_mask,  # [N] -> [N, 1]
+                  "decoder_head_mask": state.head_mask.decoder, "cross_head_mask": state.head_mask.cross}
         for layer in range(self.config.n_decoder_layers):
             inputs[f"past_key_{layer}"], inputs[f"past_value_{layer}"] = state.self_keys[layer], state.self_values[layer]
             inputs[f"cross_key_{layer}"] = state.cross_keys[layer]
             inputs[f"cross_value_{layer}"] = state.cross_values[layer]
         top_log_probs, top_ids, *present = self.decoder_step.run(self.step_outputs, inputs)
-        state = OnnxState(state.sentences, state.source_mask, tuple(present[0::2]), tuple(present[1::2]),
-                          state.cross_keys, state.cross_values)
+        state = OnnxState(state.sentences, state.source_mask, state.head_mask, tuple(present[0::2]),
+                          tuple(present[1::2]), state.cross_keys, state.cross_values)
         return top_log_probs[:, :k], top_ids[:, :k], state
 
-    def teacher_forced(self, source_ids: np.ndarray,
-                       decoder_input_ids: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """The encoder's and the teacher-forced decoder's outputs for padded sources and decoder inputs (no past)."""
-        encoded = self.encode(source_ids)
-        cross_keys = encoded["cross_keys"]
-        empty = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=cross_keys.dtype)
-        return encoded, self.decode(decoder_input_ids, source_ids != self.config.pad_id, empty, empty, cross_keys,
-                                    encoded["cross_values"])
+    def teacher_forced(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+                       head_mask: HeadMask | None = None) -> dict[str, np.ndarray]:
+        """Every output of the teacher-forced graph for padded sources [B, S] and decoder inputs [B, T]: logits,
+        {kind}_attentions and {kind}_trace_{field}."""
+        mask = self.head_mask_rows(head_mask, len(source_ids))
+        inputs = {"source_ids": source_ids, "target_ids": decoder_input_ids,
+                  **{f"{kind}_head_mask": part for kind, part in zip(HEAD_KINDS, mask.parts())}}
+        return dict(zip(self.teacher_forced_outputs, self.teacher_forced_graph.run(None, inputs)))
 
-    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+               head_mask: HeadMask | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Teacher-forced attention weights: encoder self [L, B, H, S, S], decoder self and cross [L, B, H, T, *]."""
-        encoded, outputs = self.teacher_forced(source_ids, decoder_input_ids)
-        return encoded["encoder_attentions"], outputs["self_attentions"], outputs["cross_attentions"]
+        outputs = self.teacher_forced(source_ids, decoder_input_ids, head_mask)
+        return tuple(outputs[f"{kind}_attentions"] for kind in HEAD_KINDS)
 
-    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
+    def trace(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+              head_mask: HeadMask | None = None) -> dict[str, AttentionTrace]:
+        """Teacher-forced traces of every kind (:data:`core.heads.HEAD_KINDS`), each field [L, B, ...]."""
+        outputs = self.teacher_forced(source_ids, decoder_input_ids, head_mask)
+        return {kind: AttentionTrace(*(outputs[name] for name in trace_output_names(kind))) for kind in HEAD_KINDS}
+
+    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+                  head_mask: HeadMask | None = None) -> np.ndarray:
         """Teacher-forced next-token log-probabilities [B, T, V] (float32)."""
-        logits = self.teacher_forced(source_ids, decoder_input_ids)[1]["logits"]  # [B, T, V]
+        logits = self.teacher_forced(source_ids, decoder_input_ids, head_mask)["logits"]  # [B, T, V]
         shifted = logits - logits.max(axis=-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
     def reorder(self, state: OnnxState, index: np.ndarray) -> OnnxState:
         sentences = state.sentences[index]
         self_keys, self_values = (tuple(layer[index] for layer in part) for part in (state.self_keys, state.self_values))
-        if np.array_equal(sentences, state.sentences):  # beams moved within their sentences: same cross rows
-            return OnnxState(sentences, state.source_mask, self_keys, self_values, state.cross_keys, state.cross_values)
+        if np.array_equal(sentences, state.sentences):  # beams moved within their sentences: same rows otherwise
+            return OnnxState(sentences, state.source_mask, state.head_mask, self_keys, self_values, state.cross_keys,
+                             state.cross_values)
         cross_keys, cross_values = (tuple(layer[index] for layer in part) for part in (state.cross_keys,
                                                                                           state.cross_values))
-        return OnnxState(sentences, state.source_mask[index], self_keys, self_values, cross_keys, cross_values)
+        head_mask = HeadMask(*(part[index] for part in state.head_mask.parts()))
+        return OnnxState(sentences, state.source_mask[index], head_mask, self_keys, self_values, cross_keys,
+                         cross_values)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .attention import MultiHeadAttention, causal_mask
 from .config import TransformerConfig
+from .heads import AttentionTrace
 from .positional import sinusoidal_table
 
 WEIGHTS_FILE = "model.safetensors"
@@ -63,6 +64,7 @@ class EncoderOutput:
     memory: Tensor  # [B, S, D]
     source_mask: Tensor  # [B, S] bool, True at real (non-padding) tokens
     attentions: Tensor | None = None  # [n_encoder_layers, B, H, S, S] when requested
+    traces: AttentionTrace | None = None  # every field [n_encoder_layers, B, ...] when requested
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,18 @@ class DecoderOutput:
     cache: KVCache
     self_attentions: Tensor | None = None  # [n_decoder_layers, B, H, T, past + T] when requested
     cross_attentions: Tensor | None = None  # [n_decoder_layers, B, H, T, S] when requested
+    self_traces: AttentionTrace | None = None  # every field [n_decoder_layers, B, ...] when requested
+    cross_traces: AttentionTrace | None = None
+
+
+def layer_mask(head_mask: Tensor | None, layer: int) -> Tensor | None:
+    """One layer's head mask [B, H] of a model-wide [B, layers, H] mask (None: every head on)."""
+    return None if head_mask is None else head_mask[:, layer]
+
+
+def stack_traces(traces: list[AttentionTrace]) -> AttentionTrace:
+    """Per-layer traces (each field [B, ...]) -> one trace whose fields are [layers, B, ...]."""
+    return AttentionTrace(*(torch.stack(layers) for layers in zip(*(trace.parts() for trace in traces))))
 
 
 class FeedForward(nn.Module):
@@ -111,13 +125,15 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout)
         self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor, head_mask: Tensor | None = None,
+                trace: bool = False) -> tuple[Tensor, Tensor, AttentionTrace | None]:
+        """Returns x, the attention weights and, with trace, the attention sublayer's trace."""
         h = self.attention_residual.sublayer_input(x)
         keys, values = self.self_attention.project_key_value(h)
-        attended, weights = self.self_attention(h, keys, values, mask)
+        attended, weights, attention_trace = self.self_attention.traced(h, keys, values, mask, head_mask, trace)
         x = self.attention_residual.combine(x, attended)
         x = self.feed_forward_residual.combine(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
-        return x, weights
+        return x, weights, attention_trace
 
 
 class DecoderLayer(nn.Module):
@@ -139,21 +155,27 @@ class DecoderLayer(nn.Module):
         cross_values: Tensor,
         self_mask: Tensor,
         cross_mask: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Returns x, the self-attention keys/values including this call's positions, and both weights."""
+        self_head_mask: Tensor | None = None,
+        cross_head_mask: Tensor | None = None,
+        trace: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor], tuple[AttentionTrace | None, AttentionTrace | None]]:
+        """Returns x, the self-attention keys/values including this call's positions, the self and cross weights
+        and, with trace, the self and cross sublayers' traces (else None)."""
         h = self.self_attention_residual.sublayer_input(x)
         new_keys, new_values = self.self_attention.project_key_value(h)
         keys = torch.cat([past_keys, new_keys], dim=2)  # [B, H, past + T, d_head]
         values = torch.cat([past_values, new_values], dim=2)
-        attended, self_weights = self.self_attention(h, keys, values, self_mask)
+        attended, self_weights, self_trace = self.self_attention.traced(h, keys, values, self_mask, self_head_mask,
+                                                                        trace)
         x = self.self_attention_residual.combine(x, attended)
 
         h = self.cross_attention_residual.sublayer_input(x)
-        attended, cross_weights = self.cross_attention(h, cross_keys, cross_values, cross_mask)
+        attended, cross_weights, cross_trace = self.cross_attention.traced(h, cross_keys, cross_values, cross_mask,
+                                                                           cross_head_mask, trace)
         x = self.cross_attention_residual.combine(x, attended)
 
         x = self.feed_forward_residual.combine(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
-        return x, keys, values, self_weights, cross_weights
+        return x, keys, values, (self_weights, cross_weights), (self_trace, cross_trace)
 
 
 class Transformer(nn.Module):
@@ -192,19 +214,24 @@ class Transformer(nn.Module):
         positions = self.positional_encoding[offset : offset + length]  # [L, D]
         return self.embedding_dropout(self.embedding(token_ids) * math.sqrt(self.config.d_model) + positions)
 
-    def encode(self, source_ids: Tensor, output_attentions: bool = False) -> EncoderOutput:
-        """source_ids [B, S] (padded with pad_id) -> memory [B, S, D] and, on request, every layer's weights."""
+    def encode(self, source_ids: Tensor, output_attentions: bool = False, head_mask: Tensor | None = None,
+               output_traces: bool = False) -> EncoderOutput:
+        """source_ids [B, S] (padded with pad_id) -> memory [B, S, D] and, on request, every layer's weights and
+        traces (:class:`core.heads.AttentionTrace`). head_mask [B, n_encoder_layers, H]: 1 keeps a head, 0 switches
+        it off (see :mod:`core.heads`)."""
         source_mask = source_ids != self.config.pad_id  # [B, S]
         attention_mask = source_mask[:, None, None, :]  # [B, 1, 1, S]: queries see only real keys
         x = self.embed(source_ids)
-        attentions = []
-        for layer in self.encoder_layers:
-            x, weights = layer(x, attention_mask)
+        attentions, traces = [], []
+        for index, layer in enumerate(self.encoder_layers):
+            x, weights, trace = layer(x, attention_mask, layer_mask(head_mask, index), output_traces)
             attentions.append(weights)
+            traces.append(trace)
         return EncoderOutput(
             memory=self.encoder_norm(x),
             source_mask=source_mask,
             attentions=torch.stack(attentions) if output_attentions else None,
+            traces=stack_traces(traces) if output_traces else None,
         )
 
     def start_cache(self, memory: Tensor) -> KVCache:
@@ -216,17 +243,21 @@ class Transformer(nn.Module):
         return KVCache(empty, empty, cross_keys, cross_values)
 
     def decode(
-        self, target_ids: Tensor, source_mask: Tensor, cache: KVCache, output_attentions: bool = False
+        self, target_ids: Tensor, source_mask: Tensor, cache: KVCache, output_attentions: bool = False,
+        self_head_mask: Tensor | None = None, cross_head_mask: Tensor | None = None, output_traces: bool = False,
     ) -> DecoderOutput:
-        """Decode target_ids [B, T] that follow the cache's past positions; causal within and over the past."""
+        """Decode target_ids [B, T] that follow the cache's past positions; causal within and over the past.
+
+        self_head_mask and cross_head_mask [B, n_decoder_layers, H] switch heads off (0) or keep them (1); on request
+        the output carries every layer's weights and the self and cross sublayers' traces."""
         past_length = cache.past_length
         length = target_ids.size(1)
         x = self.embed(target_ids, offset=past_length)
         self_mask = causal_mask(length, past_length + length, device=target_ids.device)  # [T, past + T]
         cross_mask = source_mask[:, None, None, :]  # [B, 1, 1, S]
-        keys, values, self_attentions, cross_attentions = [], [], [], []
+        keys, values, self_attentions, cross_attentions, self_traces, cross_traces = [], [], [], [], [], []
         for index, layer in enumerate(self.decoder_layers):
-            x, layer_keys, layer_values, self_weights, cross_weights = layer(
+            x, layer_keys, layer_values, (self_weights, cross_weights), (self_trace, cross_trace) = layer(
                 x,
                 cache.self_keys[index],
                 cache.self_values[index],
@@ -234,16 +265,25 @@ class Transformer(nn.Module):
                 cache.cross_values[index],
                 self_mask,
                 cross_mask,
+                layer_mask(self_head_mask, index),
+                layer_mask(cross_head_mask, index),
+                output_traces,
             )
             keys.append(layer_keys)
             values.append(layer_values)
             self_attentions.append(self_weights)
             cross_attentions.append(cross_weights)
+            self_traces.append(self_trace)
+            cross_traces.append(cross_trace)
         logits = F.linear(self.decoder_norm(x), self.embedding.weight)  # tied output projection: [B, T, V]
         new_cache = KVCache(tuple(keys), tuple(values), cache.cross_keys, cache.cross_values)
-        if not output_attentions:
-            return DecoderOutput(logits, new_cache)
-        return DecoderOutput(logits, new_cache, torch.stack(self_attentions), torch.stack(cross_attentions))
+        return DecoderOutput(
+            logits, new_cache,
+            torch.stack(self_attentions) if output_attentions else None,
+            torch.stack(cross_attentions) if output_attentions else None,
+            stack_traces(self_traces) if output_traces else None,
+            stack_traces(cross_traces) if output_traces else None,
+        )
 
     def forward(self, source_ids: Tensor, target_input_ids: Tensor) -> Tensor:
         """Teacher-forced logits [B, T, V] for training: encode, then decode all target positions at once."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from .confidence import Confidence
 from .config import TransformerConfig
+from .heads import AttentionTrace, HeadMask, Trace
 
 
 class SearchBackend(Protocol):
@@ -26,8 +27,9 @@ class SearchBackend(Protocol):
     config: TransformerConfig
     max_beam_size: int  # the largest beam its step can serve (it returns 2 x beam_size candidates per row)
 
-    def start(self, source_ids: np.ndarray) -> Any:
-        """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows."""
+    def start(self, source_ids: np.ndarray, head_mask: HeadMask | None = None) -> Any:
+        """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows; ``head_mask``
+        (None: every head on) holds for every row and every later step."""
 
     def step(self, last_tokens: np.ndarray, state: Any, k: int) -> tuple[np.ndarray, np.ndarray, Any]:
         """Feed last_tokens [N]; return each row's k most likely next tokens and the advanced state.
@@ -39,7 +41,8 @@ class SearchBackend(Protocol):
     def reorder(self, state: Any, index: np.ndarray) -> Any:
         """Return the state whose row i is row index[i] of state."""
 
-    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+               head_mask: HeadMask | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One teacher-forced pass; every layer's and head's weights as float32 arrays.
 
         source_ids [B, S] and decoder_input_ids [B, T] (BOS first), both right-padded with pad_id. Returns encoder
@@ -47,7 +50,13 @@ class SearchBackend(Protocol):
         [dec_layers, B, H, T, S]. Only needed for ``translate(..., return_attention=True)``.
         """
 
-    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray) -> np.ndarray:
+    def trace(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+              head_mask: HeadMask | None = None) -> dict[str, AttentionTrace]:
+        """One teacher-forced pass; per kind of :data:`core.heads.HEAD_KINDS` its :class:`core.heads.AttentionTrace`,
+        every field float32 [layers, B, ...]. Inputs as for ``attend``. Only needed for ``return_trace=True``."""
+
+    def log_probs(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
+                  head_mask: HeadMask | None = None) -> np.ndarray:
         """One teacher-forced pass: the next-token log-probabilities [B, T, V] (float32) after each decoder input.
 
         Inputs as for ``attend``. Only needed for ``translate(..., target_prefix=...)``.
@@ -302,7 +311,8 @@ class Translation:
 
     ``unknown_characters`` counts the source characters the model cannot read (they became ``<unk>``); a caller
     should warn when it is not 0. ``attention`` is set by ``translate(..., return_attention=True)``, ``beams`` (every
-    step of the beam search) by ``translate(..., record_beams=True)``. ``confidence``
+    step of the beam search) by ``translate(..., record_beams=True)``, ``trace`` (the numbers behind every attention
+    weight, :class:`core.heads.Trace`) by ``translate(..., return_trace=True)``. ``confidence``
     says whether the source looks like the model's training data (:class:`core.confidence.Confidence`); a translator
     whose bundle is calibrated sets it (``confidence.json``), otherwise it is None.
     """
@@ -318,6 +328,7 @@ class Translation:
     attention: Attention | None = None
     confidence: Confidence | None = None
     beams: BeamRecord | None = None
+    trace: Trace | None = None
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -343,6 +354,8 @@ def translate(
     return_attention: bool = False,
     record_beams: bool = False,
     target_prefix: Sequence[str | Sequence[str] | None] | None = None,
+    heads_off: Sequence | None = None,
+    return_trace: bool = False,
     batch_size: int = 64,
     pool: Executor | None = None,
     progress: bool = False,
@@ -360,7 +373,10 @@ def translate(
     candidate ranked, its parent beam, scores and fate). ``target_prefix`` gives each text the start of its
     translation (None for none; a text, which is tokenized, or a list of subword tokens): the search takes those
     tokens first and continues from them, and the translation includes them, each scored with its log-probability
-    (one more teacher-forced pass, ``backend.log_probs``). ``cancelled`` stops the search at its next decoding step
+    (one more teacher-forced pass, ``backend.log_probs``). ``heads_off`` switches attention heads off for the
+    whole search ((kind, layer, head) entries, see :meth:`core.heads.HeadMask.switched_off`); ``return_trace``
+    adds the numbers behind every attention weight of the chosen hypothesis (:class:`core.heads.Trace`, one more
+    teacher-forced pass, ``backend.trace``). ``cancelled`` stops the search at its next decoding step
     (:class:`SearchCancelled`): work for a caller that has gone away is not finished.
     """
     if isinstance(texts, str):
@@ -378,6 +394,7 @@ def translate(
         source_tokens.append(tokens + [tokenizer.id_to_token(config.eos_id)] if ids else [])
         unknown.append(unknown_characters)
     prefixes = prefix_ids(tokenizer, config, texts, target_prefix)
+    head_mask = HeadMask.switched_off(heads_off or [], config)
     for index, (ids, prefix) in enumerate(zip(encoded, prefixes or [])):
         longest = max_target_length(len(ids), config, max_length, max_length_a, max_length_b)
         if ids and len(prefix) >= longest:
@@ -385,7 +402,7 @@ def translate(
                              f"most {longest} (EOS included)")
     results: list[Translation | None] = [None] * len(texts)
     for i in (i for i, ids in enumerate(encoded) if not ids):
-        results[i] = empty_translation(texts[i], config, return_attention, record_beams)
+        results[i] = empty_translation(texts[i], config, return_attention, record_beams, return_trace)
     order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -394,14 +411,16 @@ def translate(
         max_lengths = [max_target_length(len(ids), config, max_length, max_length_a, max_length_b) for ids in sources]
         if cancelled is not None and cancelled():
             raise SearchCancelled
-        forced = forced_tokens(backend, sources, [prefixes[i] for i in batch]) if prefixes else None
-        state = backend.start(pad_batch(sources, config.pad_id))
+        forced = forced_tokens(backend, sources, [prefixes[i] for i in batch], head_mask) if prefixes else None
+        state = backend.start(pad_batch(sources, config.pad_id), head_mask)
         records: list[BeamRecord] | None = [] if record_beams else None
         found = beam_search(backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty,
                             n_best=n_best, cancelled=cancelled, records=records, forced=forced)
         chosen = [hypotheses[0] for hypotheses in found]
-        attentions = attention_of(backend, tokenizer, sources, chosen) if return_attention else [None] * len(batch)
-        for i, hypotheses, attention, beams in zip(batch, found, attentions, records or [None] * len(batch)):
+        nothing = [None] * len(batch)
+        attentions = attention_of(backend, tokenizer, sources, chosen, head_mask) if return_attention else nothing
+        traces = trace_of(backend, sources, chosen, head_mask) if return_trace else nothing
+        for i, hypotheses, attention, beams, trace in zip(batch, found, attentions, records or nothing, traces):
             best = hypotheses[0]
             results[i] = Translation(
                 source=texts[i],
@@ -414,6 +433,7 @@ def translate(
                 unknown_characters=unknown[i],
                 attention=attention,
                 beams=beams,
+                trace=trace,
             )
 
     parallel = pool is not None and len(batches) > 1
@@ -458,8 +478,8 @@ def prefix_token_ids(tokenizer, config: TransformerConfig, prefix: str | Sequenc
     return ids
 
 
-def forced_tokens(backend: SearchBackend, sources: list[list[int]],
-                  prefixes: list[list[int]]) -> list[list[tuple[int, float]]]:
+def forced_tokens(backend: SearchBackend, sources: list[list[int]], prefixes: list[list[int]],
+                  head_mask: HeadMask | None = None) -> list[list[tuple[int, float]]]:
     """Each source's prefix tokens with their log-probabilities, from one teacher-forced pass over the batch."""
     config = backend.config
     rows = [row for row, prefix in enumerate(prefixes) if prefix]
@@ -467,33 +487,79 @@ def forced_tokens(backend: SearchBackend, sources: list[list[int]],
     if not rows:
         return forced
     inputs = pad_batch([[config.bos_id] + prefixes[row][:-1] for row in rows], config.pad_id)
-    log_probs = backend.log_probs(pad_batch([sources[row] for row in rows], config.pad_id), inputs)  # [R, T, V]
+    log_probs = backend.log_probs(pad_batch([sources[row] for row in rows], config.pad_id), inputs,
+                                  head_mask)  # [R, T, V]
     for r, row in enumerate(rows):
         forced[row] = [(token, float(log_probs[r, t, token])) for t, token in enumerate(prefixes[row])]
     return forced
 
 
-def empty_translation(text: str, config: TransformerConfig, return_attention: bool,
-                      record_beams: bool = False) -> Translation:
-    """The translation of a text with no tokens: "" and, on request, attention arrays with no rows and a beam
-    record with no steps."""
-    attention = None
+def empty_translation(text: str, config: TransformerConfig, return_attention: bool, record_beams: bool = False,
+                      return_trace: bool = False) -> Translation:
+    """The translation of a text with no tokens: "" and, on request, attention and trace arrays with no rows and a
+    beam record with no steps."""
+    attention = trace = None
     if return_attention:
         encoder = np.zeros((config.n_encoder_layers, config.n_heads, 0, 0), dtype=np.float32)
         decoder = np.zeros((config.n_decoder_layers, config.n_heads, 0, 0), dtype=np.float32)
         attention = Attention([], [], encoder, decoder, decoder.copy())
+    if return_trace:
+        trace = Trace(*(empty_trace(config, layers) for layers in
+                        (config.n_encoder_layers, config.n_decoder_layers, config.n_decoder_layers)))
     beams = BeamRecord((), ()) if record_beams else None
-    return Translation(text, "", [], [], 0.0, [Hypothesis((), 0.0, 0.0, True)], [], 0, attention, beams=beams)
+    return Translation(text, "", [], [], 0.0, [Hypothesis((), 0.0, 0.0, True)], [], 0, attention, beams=beams,
+                       trace=trace)
 
 
-def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]],
-                 chosen: list[Hypothesis]) -> list[Attention]:
-    """The attention of each chosen hypothesis, from one teacher-forced pass over the batch."""
+def empty_trace(config: TransformerConfig, layers: int) -> AttentionTrace:
+    rows = np.zeros((layers, 0, config.d_model), dtype=np.float32)  # [L, 0, D]
+    per_head = np.zeros((layers, config.n_heads, 0, config.d_head), dtype=np.float32)  # [L, H, 0, d_head]
+    return AttentionTrace(rows, per_head, per_head, per_head, per_head,
+                          np.zeros((layers, config.n_heads, 0, config.d_model), dtype=np.float32))
+
+
+def trace_of(backend: SearchBackend, sources: list[list[int]], chosen: list[Hypothesis],
+             head_mask: HeadMask | None = None) -> list[Trace]:
+    """The trace of each chosen hypothesis (:class:`core.heads.Trace`), from one teacher-forced pass over the batch,
+    cut to each sentence's real lengths."""
     config = backend.config
-    # The steps that produced the hypothesis: BOS, then every token but the last one produced.
+    source_ids, decoder_ids, outputs = teacher_forced_inputs(config, sources, chosen)
+    traces = backend.trace(source_ids, decoder_ids, head_mask)
+    found = []
+    for row, (source, output) in enumerate(zip(sources, outputs)):
+        s, t = len(source), len(output)
+        lengths = {"encoder": (s, s), "decoder": (t, t), "cross": (t, s)}  # (queries, keys) of each kind
+
+        def cut(kind: str) -> AttentionTrace:
+            queries, keys = lengths[kind]
+            trace = traces[kind]
+            return AttentionTrace(
+                inputs=np.ascontiguousarray(trace.inputs[:, row, :queries]),  # [L, Lq, D]
+                queries=np.ascontiguousarray(trace.queries[:, row, :, :queries]),  # [L, H, Lq, d_head]
+                keys=np.ascontiguousarray(trace.keys[:, row, :, :keys]),  # [L, H, Lk, d_head]
+                values=np.ascontiguousarray(trace.values[:, row, :, :keys]),
+                heads=np.ascontiguousarray(trace.heads[:, row, :, :queries]),
+                head_outputs=np.ascontiguousarray(trace.head_outputs[:, row, :, :queries]),  # [L, H, Lq, D]
+            )
+
+        found.append(Trace(cut("encoder"), cut("decoder"), cut("cross")))
+    return found
+
+
+def teacher_forced_inputs(config: TransformerConfig, sources: list[list[int]],
+                          chosen: list[Hypothesis]) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Padded sources and decoder inputs that reproduce each chosen hypothesis, and each one's output tokens (EOS
+    included when it finished): the decoder inputs are BOS, then every token produced but the last."""
     outputs = [list(h.token_ids) + ([config.eos_id] if h.finished else []) for h in chosen]
     decoder_inputs = [[config.bos_id] + output[:-1] for output in outputs]
-    encoder, decoder, cross = backend.attend(pad_batch(sources, config.pad_id), pad_batch(decoder_inputs, config.pad_id))
+    return pad_batch(sources, config.pad_id), pad_batch(decoder_inputs, config.pad_id), outputs
+
+
+def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]], chosen: list[Hypothesis],
+                 head_mask: HeadMask | None = None) -> list[Attention]:
+    """The attention of each chosen hypothesis, from one teacher-forced pass over the batch."""
+    source_ids, decoder_ids, outputs = teacher_forced_inputs(backend.config, sources, chosen)
+    encoder, decoder, cross = backend.attend(source_ids, decoder_ids, head_mask)
     attentions = []
     for row, (source, output) in enumerate(zip(sources, outputs)):
         s, t = len(source), len(output)

@@ -87,6 +87,8 @@ class BaseTranslator:
         return_attention: bool = False,
         record_beams: bool = False,
         target_prefix: Sequence[str | Sequence[str] | None] | None = None,
+        heads_off: Sequence | None = None,
+        return_trace: bool = False,
         batch_size: int = 32,
         progress: bool = False,
         cancelled: Callable[[], bool] | None = None,
@@ -100,7 +102,11 @@ class BaseTranslator:
         hypothesis (:class:`core.search.Attention`); with ``record_beams`` every step of the search
         (:class:`core.search.BeamRecord`: each candidate ranked, its parent, scores and fate); ``target_prefix``, one
         entry per text (None, a text or a list of subword tokens), is the start each translation must take, and the
-        search continues from it (CTranslate2's ``target_prefix``); with a confidence model, whether the source looks like the
+        search continues from it (CTranslate2's ``target_prefix``); ``heads_off`` lists attention heads to switch off,
+        (kind, layer, head) triples or "kind.layer.head" strings (:mod:`core.heads`; kind "encoder", "decoder" or
+        "cross", counted from 0); ``return_trace`` adds the numbers behind every attention weight of the chosen
+        hypothesis (:class:`core.heads.Trace`: each sublayer's input, q, K, V, each head's output and its share
+        through W^O); with a confidence model, whether the source looks like the
         training data (``confidence``, scored from the chosen hypothesis: no extra model run). A source over
         :attr:`max_source_tokens` raises ValueError; ``self.tokenizer.truncate(text, translator.max_source_tokens)``
         cuts one to fit. Texts are searched in length-sorted batches of ``batch_size``, ``workers`` batches at a
@@ -111,7 +117,9 @@ class BaseTranslator:
                       batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
         results = translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
                             max_length=max_length, n_best=n_best, return_attention=return_attention,
-                            record_beams=record_beams, target_prefix=target_prefix, batch_size=batch_size, pool=self._executor(), progress=progress, cancelled=cancelled)
+                            record_beams=record_beams, target_prefix=target_prefix, heads_off=heads_off,
+                            return_trace=return_trace, batch_size=batch_size, pool=self._executor(), progress=progress,
+                            cancelled=cancelled)
         if self.confidence is None:
             return results
         return [replace(result, confidence=self.confidence.assess(result)) for result in results]

@@ -248,7 +248,9 @@ class OptimumBackend:
         self.past_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         self.output_names = [output.name for output in self.decoder.get_outputs()]
 
-    def start(self, source_ids: np.ndarray) -> dict:
+    def start(self, source_ids: np.ndarray, head_mask=None) -> dict:
+        if head_mask is not None:
+            raise ValueError("Optimum's graphs cannot switch heads off")
         mask = (source_ids != self.config.pad_id).astype(np.int64)  # [B, S]
         (hidden,) = self.encoder.run(["last_hidden_state"], {"input_ids": source_ids, "attention_mask": mask})
         batch, heads, d_head = len(source_ids), self.config.n_heads, self.config.d_head
@@ -274,7 +276,7 @@ class OptimumBackend:
                 "encoder_attention_mask": state["encoder_attention_mask"][index],
                 "past": {name: value[index] for name, value in state["past"].items()}, "first": state["first"]}
 
-    def attend(self, source_ids, decoder_input_ids):
+    def attend(self, source_ids, decoder_input_ids, head_mask=None):
         raise NotImplementedError("Optimum's graphs return no attention weights")
 
 

@@ -2,34 +2,37 @@
 
 Graphs (all float32; dimension names are the ONNX dim_params):
 
-encoder.onnx
+Every graph takes head masks, float [batch, layers, heads] of 1 (head on) and 0 (off): encoder_head_mask,
+decoder_head_mask (decoder self-attention), cross_head_mask (see core.heads). All ones is the plain model.
+
+encoder.onnx (the search's encoder)
   in   source_ids          int64 [batch, source_length]            padded with pad_id
-  out  memory              float [batch, source_length, d_model]
-       cross_keys          float [dec_layers, batch, heads, source_length, d_head]   (computed once per source)
+       encoder_head_mask
+  out  cross_keys          float [dec_layers, batch, heads, source_length, d_head]   (computed once per source)
        cross_values        float [dec_layers, batch, heads, source_length, d_head]
-       encoder_attentions  float [enc_layers, batch, heads, source_length, source_length]
 
 decoder_step.onnx (the search's step: one token per row, per-layer caches, no attention outputs; L = dec_layers)
   in   target_ids          int64 [batch, 1]
        source_mask         bool  [batch, source_length]
+       decoder_head_mask, cross_head_mask
        past_key_0 .. past_key_{L-1}, past_value_0 ..    float [batch, heads, past_length, d_head]  (0 at the first step)
        cross_key_0 .. cross_key_{L-1}, cross_value_0 .. float [batch, heads, source_length, d_head]
   out  top_log_probs       float [batch, top_k]   log-softmax of the next-token logits, the top_k best, best first
        top_ids             int64 [batch, top_k]   their token ids (equal values: lower id first)
        present_key_0, present_value_0, .. (interleaved per layer)  float [batch, heads, past_length + 1, d_head]
 
-decoder.onnx (teacher-forced, every attention weight; serves return_attention and the parity checks)
-  in   target_ids          int64 [batch, target_length]
-       source_mask         bool  [batch, source_length]            True at real source tokens
-       past_self_keys      float [dec_layers, batch, heads, past_length, d_head]  (past_length 0 at the first step)
-       past_self_values    float [dec_layers, batch, heads, past_length, d_head]
-       cross_keys          float [dec_layers, batch, heads, source_length, d_head]
-       cross_values        float [dec_layers, batch, heads, source_length, d_head]
+teacher_forced.onnx (encode and decode given targets at once; serves return_attention, return_trace, target_prefix
+and the parity checks)
+  in   source_ids          int64 [batch, source_length]            padded with pad_id
+       target_ids          int64 [batch, target_length]            decoder inputs: BOS, then the tokens
+       encoder_head_mask, decoder_head_mask, cross_head_mask
   out  logits              float [batch, target_length, vocab]
-       present_self_keys   float [dec_layers, batch, heads, past_length + target_length, d_head]
-       present_self_values float [dec_layers, batch, heads, past_length + target_length, d_head]
-       self_attentions     float [dec_layers, batch, heads, target_length, past_length + target_length]
+       encoder_attentions  float [enc_layers, batch, heads, source_length, source_length]
+       decoder_attentions  float [dec_layers, batch, heads, target_length, target_length]
        cross_attentions    float [dec_layers, batch, heads, target_length, source_length]
+       {kind}_trace_{field} for kind in encoder, decoder, cross and the fields of core.heads.AttentionTrace:
+         inputs [layers, batch, Lq, d_model], queries, heads [layers, batch, heads, Lq, d_head],
+         keys, values [layers, batch, heads, Lk, d_head], head_outputs [layers, batch, heads, Lq, d_model]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +50,15 @@ import torch
 from torch import Tensor, nn
 
 from core.decoding import TorchBackend
+from core.heads import HEAD_KINDS, HeadMask, trace_output_names
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
-from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, MANIFEST_FILE, SEARCH_RULES, OnnxBackend, file_entry,
-                         write_manifest_file)
+from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ENCODER_OUTPUTS, MANIFEST_FILE, SEARCH_RULES,
+                         OnnxBackend, file_entry, write_manifest_file)
 
-ENCODER_FILE, STEP_FILE, DECODER_FILE = "encoder.onnx", "decoder_step.onnx", "decoder.onnx"
-GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "decoder": DECODER_FILE}
+ENCODER_FILE, STEP_FILE, TEACHER_FORCED_FILE = "encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"
+GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "teacher_forced": TEACHER_FORCED_FILE}
 MAX_TOP_K = 32  # tokens per row the step graph returns: enough for beams up to 16
 LOGIT_TOLERANCE, ATTENTION_TOLERANCE = 1e-4, 1e-5
 # Real sentences for the built-in parity check, in the languages of the shipped models; any text works.
@@ -78,27 +82,32 @@ class ParityError(ExportError):
 
 
 class EncoderGraph(nn.Module):
+    """The search's encoder: every decoder layer's cross-attention keys and values, computed once per source."""
+
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, source_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        encoded = self.model.encode(source_ids, output_attentions=True)
-        cache = self.model.start_cache(encoded.memory)
-        return encoded.memory, torch.stack(cache.cross_keys), torch.stack(cache.cross_values), encoded.attentions
+    def forward(self, source_ids: Tensor, encoder_head_mask: Tensor) -> tuple[Tensor, Tensor]:
+        cache = self.model.start_cache(self.model.encode(source_ids, head_mask=encoder_head_mask).memory)
+        return torch.stack(cache.cross_keys), torch.stack(cache.cross_values)
 
 
-class DecoderGraph(nn.Module):
+class TeacherForcedGraph(nn.Module):
+    """Encode and decode given target tokens at once: logits, every attention weight and every trace."""
+
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, target_ids, source_mask, past_self_keys, past_self_values, cross_keys, cross_values):
-        cache = KVCache(*(tuple(stacked.unbind(0)) for stacked in (past_self_keys, past_self_values, cross_keys,
-                                                                    cross_values)))  # [L, B, ...] -> L x [B, ...]
-        output = self.model.decode(target_ids, source_mask, cache, output_attentions=True)
-        return (output.logits, torch.stack(output.cache.self_keys), torch.stack(output.cache.self_values),
-                output.self_attentions, output.cross_attentions)
+    def forward(self, source_ids, target_ids, encoder_head_mask, decoder_head_mask, cross_head_mask):
+        encoded = self.model.encode(source_ids, output_attentions=True, head_mask=encoder_head_mask,
+                                    output_traces=True)
+        output = self.model.decode(target_ids, encoded.source_mask, self.model.start_cache(encoded.memory),
+                                   output_attentions=True, self_head_mask=decoder_head_mask,
+                                   cross_head_mask=cross_head_mask, output_traces=True)
+        return (output.logits, encoded.attentions, output.self_attentions, output.cross_attentions,
+                *encoded.traces.parts(), *output.self_traces.parts(), *output.cross_traces.parts())
 
 
 def blocked_top_k(scores: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tensor]:
@@ -128,20 +137,22 @@ class DecoderStepGraph(nn.Module):
         self.model = model
         self.top_k = top_k
 
-    def forward(self, target_ids, source_mask, *caches):
+    def forward(self, target_ids, source_mask, decoder_head_mask, cross_head_mask, *caches):
         layers = self.model.config.n_decoder_layers
         past, cross = caches[: 2 * layers], caches[2 * layers :]  # each interleaved: key_0, value_0, key_1, ...
         cache = KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
-        output = self.model.decode(target_ids, source_mask, cache)
+        output = self.model.decode(target_ids, source_mask, cache, self_head_mask=decoder_head_mask,
+                                   cross_head_mask=cross_head_mask)
         log_probs = torch.log_softmax(output.logits.squeeze(1), dim=-1)  # [B, 1, V] -> [B, V], no copy
         top_log_probs, top_ids = blocked_top_k(log_probs, self.top_k)  # [B, top_k], best first
         present = [tensor for pair in zip(output.cache.self_keys, output.cache.self_values) for tensor in pair]
         return top_log_probs, top_ids, *present
 
 
-ENCODER_OUTPUTS = ["memory", "cross_keys", "cross_values", "encoder_attentions"]
-DECODER_INPUTS = ["target_ids", "source_mask", "past_self_keys", "past_self_values", "cross_keys", "cross_values"]
-DECODER_OUTPUTS = ["logits", "present_self_keys", "present_self_values", "self_attentions", "cross_attentions"]
+HEAD_MASKS = [f"{kind}_head_mask" for kind in HEAD_KINDS]
+TEACHER_FORCED_INPUTS = ["source_ids", "target_ids", *HEAD_MASKS]
+TEACHER_FORCED_OUTPUTS = ["logits", *(f"{kind}_attentions" for kind in HEAD_KINDS),
+                          *(name for kind in HEAD_KINDS for name in trace_output_names(kind))]
 
 
 def per_layer(names: tuple[str, str], layers: int) -> list[str]:
@@ -154,47 +165,44 @@ def step_top_k(config) -> int:
 
 
 def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
-    """Write encoder.onnx, decoder_step.onnx and decoder.onnx with dynamic batch, source, target and cache lengths."""
+    """Write encoder.onnx, decoder_step.onnx and teacher_forced.onnx with dynamic batch, source, target and cache
+    lengths."""
     config = model.config
     Dim = torch.export.Dim
     batch, source_length = Dim("batch"), Dim("source_length")
     past_length, target_length = Dim("past_length"), Dim("target_length")
     # Example sizes avoid 0 and 1, which the tracer would specialize on.
     source_ids = torch.full((2, 5), 5, dtype=torch.long)
+    # Separate tensors: aliased example inputs would be traced as one and wired to the same graph input.
+    masks = {kind: torch.from_numpy(part).clone() for kind, part in zip(HEAD_KINDS, HeadMask.all_on(config).rows(2).parts())}
+    per_row = {0: batch}
     torch.onnx.export(
-        EncoderGraph(model), (source_ids,), str(directory / ENCODER_FILE), dynamo=True, opset_version=opset,
-        input_names=["source_ids"], output_names=ENCODER_OUTPUTS, external_data=False, verbose=False,
-        dynamic_shapes={"source_ids": {0: batch, 1: source_length}},
+        EncoderGraph(model).eval(), (source_ids, masks["encoder"]), str(directory / ENCODER_FILE), dynamo=True,
+        opset_version=opset, input_names=["source_ids", "encoder_head_mask"], output_names=ENCODER_OUTPUTS,
+        external_data=False, verbose=False,
+        dynamic_shapes={"source_ids": {0: batch, 1: source_length}, "encoder_head_mask": per_row},
     )
     layers, heads, d_head = config.n_decoder_layers, config.n_heads, config.d_head
-    # Separate tensors: aliased example inputs would be traced as one and wired to the same graph input.
     past = [torch.zeros(2, heads, 3, d_head) for _ in range(2 * layers)]
     cross = [torch.zeros(2, heads, 5, d_head) for _ in range(2 * layers)]
     past_names, cross_names = per_layer(("past_key", "past_value"), layers), per_layer(("cross_key", "cross_value"), layers)
     torch.onnx.export(
-        DecoderStepGraph(model, step_top_k(config)),
-        (torch.full((2, 1), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool), *past, *cross),
+        DecoderStepGraph(model, step_top_k(config)).eval(),
+        (torch.full((2, 1), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool), masks["decoder"],
+         masks["cross"], *past, *cross),
         str(directory / STEP_FILE), dynamo=True, opset_version=opset,
-        input_names=["target_ids", "source_mask", *past_names, *cross_names],
+        input_names=["target_ids", "source_mask", "decoder_head_mask", "cross_head_mask", *past_names, *cross_names],
         output_names=["top_log_probs", "top_ids", *per_layer(("present_key", "present_value"), layers)],
         external_data=False, verbose=False,
-        dynamic_shapes=({0: batch}, {0: batch, 1: source_length},  # then the *caches varargs, as one tuple
+        dynamic_shapes=({0: batch}, {0: batch, 1: source_length}, per_row, per_row,  # then the *caches varargs
                         (*[{0: batch, 2: past_length}] * len(past), *[{0: batch, 2: source_length}] * len(cross))),
     )
-    past_keys, past_values = torch.zeros(layers, 2, heads, 3, d_head), torch.zeros(layers, 2, heads, 3, d_head)
-    cross_keys, cross_values = torch.zeros(layers, 2, heads, 5, d_head), torch.zeros(layers, 2, heads, 5, d_head)
-    example = (torch.full((2, 2), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool),
-               past_keys, past_values, cross_keys, cross_values)
-    cache_shape = {1: batch, 3: past_length}
-    cross_shape = {1: batch, 3: source_length}
+    example = (source_ids, torch.full((2, 3), 5, dtype=torch.long), masks["encoder"], masks["decoder"], masks["cross"])
     torch.onnx.export(
-        DecoderGraph(model), example, str(directory / DECODER_FILE), dynamo=True, opset_version=opset,
-        input_names=DECODER_INPUTS, output_names=DECODER_OUTPUTS, external_data=False, verbose=False,
-        dynamic_shapes={
-            "target_ids": {0: batch, 1: target_length}, "source_mask": {0: batch, 1: source_length},
-            "past_self_keys": cache_shape, "past_self_values": cache_shape,
-            "cross_keys": cross_shape, "cross_values": cross_shape,
-        },
+        TeacherForcedGraph(model).eval(), example, str(directory / TEACHER_FORCED_FILE), dynamo=True, opset_version=opset,
+        input_names=TEACHER_FORCED_INPUTS, output_names=TEACHER_FORCED_OUTPUTS, external_data=False, verbose=False,
+        dynamic_shapes={"source_ids": {0: batch, 1: source_length}, "target_ids": {0: batch, 1: target_length},
+                        **{name: per_row for name in HEAD_MASKS}},
     )
 
 
@@ -224,6 +232,7 @@ class ParityReport:
     max_logit_difference: float = 0.0
     max_step_log_prob_difference: float = 0.0  # decoder_step's top-k log-probabilities against torch's
     max_attention_difference: float = 0.0
+    max_trace_difference: float = 0.0  # q, K, V, head outputs, sublayer inputs (teacher_forced.onnx's traces)
     checked_shapes: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -236,10 +245,11 @@ def _max_difference(a: np.ndarray, b: Tensor) -> float:
 
 @torch.inference_mode()
 def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, sentences: list[str]) -> ParityReport:
-    """Greedy tokens must be equal; every step's logits, top-k log-probabilities and attention weights must match.
+    """Greedy tokens must be equal; logits, every step's top-k log-probabilities, attention weights and traces must
+    match torch's.
 
-    Runs the batch of all sentences (padded, several lengths) and each sentence alone, through the step graph the
-    search uses and the teacher-forced graph that returns attention.
+    Runs the batch of all sentences (padded, several lengths) and each sentence alone, through the graphs the search
+    uses and the teacher-forced graph, with every head on and with one head off per layer of every kind.
     """
     config = model.config
     runtime = OnnxBackend({name: bundle / file for name, file in GRAPH_FILES.items()}, config, step_top_k(config))
@@ -252,46 +262,17 @@ def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, senten
 
     encoded_sources = [tokenizer.encode(text) + [config.eos_id] for text in sentences]
     groups = [list(range(len(sentences)))] + [[i] for i in range(len(sentences))]
-    for group in groups:
-        source_ids = pad_batch([encoded_sources[i] for i in group], config.pad_id)
-        targets = [[config.bos_id] + reference[i].token_ids for i in group]
-        target_ids = pad_batch(targets, config.eos_id)  # teacher-force torch's greedy output
-        onnx_encoded = runtime.encode(source_ids)
-        torch_encoded = model.encode(torch.from_numpy(source_ids), output_attentions=True)
-        torch_cache = model.start_cache(torch_encoded.memory)
-        report.max_attention_difference = max(
-            report.max_attention_difference,
-            _max_difference(onnx_encoded["encoder_attentions"], torch_encoded.attentions),
-        )
-        cross_keys, cross_values = onnx_encoded["cross_keys"], onnx_encoded["cross_values"]
-        past_keys = past_values = np.zeros(cross_keys.shape[:3] + (0, cross_keys.shape[4]), dtype=np.float32)
-        state = runtime.start(source_ids)
-        for position in range(target_ids.shape[1]):
-            step_ids = target_ids[:, position : position + 1]
-            onnx_step = runtime.decode(step_ids, source_ids != config.pad_id, past_keys, past_values, cross_keys,
-                                       cross_values)
-            past_keys, past_values = onnx_step["present_self_keys"], onnx_step["present_self_values"]
-            top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, runtime.top_k)
-            torch_step = model.decode(torch.from_numpy(step_ids), torch_encoded.source_mask, torch_cache,
-                                      output_attentions=True)
-            torch_cache = torch_step.cache
-            torch_log_probs = torch.log_softmax(torch_step.logits[:, -1], dim=-1)  # [B, V]
-            kth_best = torch_log_probs.topk(runtime.top_k, dim=-1).values[:, -1].numpy()
-            report.max_logit_difference = max(report.max_logit_difference,
-                                              _max_difference(onnx_step["logits"], torch_step.logits))
-            report.max_step_log_prob_difference = max(
-                report.max_step_log_prob_difference,
-                _max_difference(top_log_probs, torch_log_probs.gather(1, torch.from_numpy(top_ids))),
-                float(np.max(kth_best - top_log_probs[:, -1])),  # > 0: the graph missed one of the top k
-                float(np.max(np.diff(top_log_probs, axis=1))),  # > 0: not sorted best first
-            )
-            report.max_attention_difference = max(
-                report.max_attention_difference,
-                _max_difference(onnx_step["self_attentions"], torch_step.self_attentions),
-                _max_difference(onnx_step["cross_attentions"], torch_step.cross_attentions),
-            )
-        report.checked_shapes.append({"batch": len(group), "source_length": int(source_ids.shape[1]),
-                                      "cache_length": int(target_ids.shape[1])})
+    torch_backend = TorchBackend(model)
+    for head_mask in (None, parity_head_mask(config)):
+        for group in groups:
+            source_ids = pad_batch([encoded_sources[i] for i in group], config.pad_id)
+            targets = [[config.bos_id] + reference[i].token_ids for i in group]
+            target_ids = pad_batch(targets, config.eos_id)  # teacher-force torch's greedy output
+            compare_teacher_forced(report, runtime, torch_backend, source_ids, target_ids, head_mask)
+            compare_steps(report, runtime, torch_backend, source_ids, target_ids, head_mask)
+            report.checked_shapes.append({"batch": len(group), "source_length": int(source_ids.shape[1]),
+                                          "cache_length": int(target_ids.shape[1]),
+                                          "heads_off": len(head_mask.off()) if head_mask else 0})
     if report.max_logit_difference > LOGIT_TOLERANCE:
         raise ParityError(f"max |logit difference| {report.max_logit_difference:.2e} exceeds {LOGIT_TOLERANCE:.0e}")
     if report.max_step_log_prob_difference > LOGIT_TOLERANCE:
@@ -301,7 +282,55 @@ def verify_parity(model: Transformer, tokenizer: Tokenizer, bundle: Path, senten
         raise ParityError(
             f"max |attention difference| {report.max_attention_difference:.2e} exceeds {ATTENTION_TOLERANCE:.0e}"
         )
+    if report.max_trace_difference > LOGIT_TOLERANCE:
+        raise ParityError(f"max |trace difference| {report.max_trace_difference:.2e} exceeds {LOGIT_TOLERANCE:.0e}")
     return report
+
+
+def parity_head_mask(config) -> HeadMask:
+    """One head off in every layer of every kind (head l mod heads in layer l): the parity checks run with it too."""
+    mask = HeadMask.all_on(config)
+    for part in mask.parts():
+        part[np.arange(len(part)), np.arange(len(part)) % config.n_heads] = 0.0
+    return mask
+
+
+def compare_teacher_forced(report: ParityReport, runtime: OnnxBackend, torch_backend: TorchBackend,
+                           source_ids: np.ndarray, target_ids: np.ndarray, head_mask: HeadMask | None) -> None:
+    """teacher_forced.onnx against the torch model: logits, every attention weight, every trace."""
+    found = runtime.teacher_forced(source_ids, target_ids, head_mask)
+    encoded, decoded = torch_backend.teacher_forced(source_ids, target_ids, head_mask, traces=True)
+    report.max_logit_difference = max(report.max_logit_difference, _max_difference(found["logits"], decoded.logits))
+    report.max_attention_difference = max(
+        report.max_attention_difference,
+        *(_max_difference(found[f"{kind}_attentions"], weights) for kind, weights in
+          zip(HEAD_KINDS, (encoded.attentions, decoded.self_attentions, decoded.cross_attentions))))
+    for kind, trace in zip(HEAD_KINDS, (encoded.traces, decoded.self_traces, decoded.cross_traces)):
+        report.max_trace_difference = max(
+            report.max_trace_difference,
+            *(_max_difference(found[name], part) for name, part in zip(trace_output_names(kind), trace.parts())))
+
+
+def compare_steps(report: ParityReport, runtime: OnnxBackend, torch_backend: TorchBackend, source_ids: np.ndarray,
+                  target_ids: np.ndarray, head_mask: HeadMask | None) -> None:
+    """encoder.onnx and decoder_step.onnx, step by step with their caches, against the torch model's decode: each
+    step's top-k log-probabilities must be torch's k best, best first."""
+    state, torch_state = runtime.start(source_ids, head_mask), torch_backend.start(source_ids, head_mask)
+    for position in range(target_ids.shape[1]):
+        step_ids = target_ids[:, position : position + 1]
+        top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, runtime.top_k)
+        torch_step = torch_backend.model.decode(torch.from_numpy(step_ids), torch_state.source_mask,
+                                                torch_state.cache, self_head_mask=torch_state.self_head_mask,
+                                                cross_head_mask=torch_state.cross_head_mask)
+        torch_state = replace(torch_state, cache=torch_step.cache)
+        torch_log_probs = torch.log_softmax(torch_step.logits[:, -1], dim=-1)  # [B, V]
+        kth_best = torch_log_probs.topk(runtime.top_k, dim=-1).values[:, -1].numpy()
+        report.max_step_log_prob_difference = max(
+            report.max_step_log_prob_difference,
+            _max_difference(top_log_probs, torch_log_probs.gather(1, torch.from_numpy(top_ids))),
+            float(np.max(kth_best - top_log_probs[:, -1])),  # > 0: the graph missed one of the top k
+            float(np.max(np.diff(top_log_probs, axis=1))),  # > 0: not sorted best first
+        )
 
 
 def library_versions() -> dict:

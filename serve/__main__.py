@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.bundle import BundleError
 from core.data import DataError, decode_lines, read_lines
+from core.heads import HeadMask
 from core.search import Translation
 from core.translator import available_cores, check_options
 
@@ -60,6 +61,8 @@ def translate_command(args: argparse.Namespace) -> None:
                              "run python -m serve.calibrate)")
         lines = read_lines(args.input) if args.input else decode_lines(sys.stdin.buffer, "<stdin>")
         prefixes = read_lines(args.target_prefix) if args.target_prefix else None
+        heads_off = args.heads_off.split(",") if args.heads_off else []
+        HeadMask.switched_off(heads_off, translator.config)  # refuses a bad entry before any work
         if prefixes is not None and len(prefixes) != len(lines):
             raise ValueError(f"--target-prefix: {len(prefixes)} lines for {len(lines)} input lines")
     except (BundleError, DataError, ValueError, OSError) as error:
@@ -76,6 +79,7 @@ def translate_command(args: argparse.Namespace) -> None:
             sys.exit(f"error: {args.target_prefix}:{number}: {error}")
     translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
                                         target_prefix=prefixes and [prefix or None for prefix in prefixes],
+                                        heads_off=heads_off,
                                         batch_size=args.batch_size, progress=sys.stderr.isatty())
     output = "".join(output_line(t, args.confidence) for t in translations)
     if args.output:
@@ -131,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--target-prefix", metavar="FILE",
                            help="the start of each translation, one line per input line (an empty line: none); "
                                 "the search continues from it")
+    translate.add_argument("--heads-off", metavar="HEADS",
+                           help="attention heads to switch off, comma-separated kind.layer.head (kind encoder, "
+                                "decoder or cross; from 0), e.g. cross.3.0,cross.3.1")
     translate.add_argument("--confidence", action="store_true",
                            help="append a tab, the confidence score (0-1) and a tab, in_domain or out_of_domain")
     translate.set_defaults(run=translate_command)

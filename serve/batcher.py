@@ -35,6 +35,7 @@ class SearchOptions:
     n_best: int = 1
     return_attention: bool = False
     record_beams: bool = False
+    heads_off: tuple[tuple[str, int, int], ...] = ()  # (kind, layer, head) switched off (core.heads)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def searcher(translator: BaseTranslator) -> Search:
         return translator.translate(texts, beam_size=options.beam_size, length_penalty=options.length_penalty,
                                     max_length=options.max_length, n_best=options.n_best,
                                     return_attention=options.return_attention, record_beams=options.record_beams,
-                                    target_prefix=target_prefix, cancelled=cancelled)
+                                    target_prefix=target_prefix, heads_off=options.heads_off, cancelled=cancelled)
 
     return search
 

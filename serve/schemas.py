@@ -40,6 +40,9 @@ class TranslationParameters(BaseModel):
                           "with; the search continues from it")
     return_beams: StrictBool = Field(
         False, description="add every step of the beam search: each candidate ranked, its parent and fate")
+    heads_off: list[StrictStr] | None = Field(
+        None, description="attention heads to switch off for this request, each 'kind.layer.head' (kind encoder, "
+                          "decoder or cross; layer and head from 0), e.g. ['cross.3.1']")
 
 
 class TranslationRequest(BaseModel):

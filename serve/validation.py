@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from core.heads import parse_head
 
 from .batcher import Batcher, SearchOptions
 from .policy import (InputError, InputLimits, attention_weights, bad_character, beam_nodes, check_prefix, find_model,
@@ -131,6 +133,23 @@ def check_options(parameters: TranslationParameters, texts: list[str], limits: L
                          record_beams=parameters.return_beams)
 
 
+def check_heads_off(translator: Translator, heads_off: list[str] | None) -> tuple[tuple[str, int, int], ...]:
+    """The heads a request switches off, as sorted (kind, layer, head) triples; at most the model's head count."""
+    if not heads_off:
+        return ()
+    config = translator.config
+    heads = (config.n_encoder_layers + 2 * config.n_decoder_layers) * config.n_heads
+    if len(heads_off) > heads:
+        raise RequestError(422, "parameters.heads_off", f"lists {len(heads_off)} heads; the model has {heads}")
+    found = set()
+    for index, entry in enumerate(heads_off):
+        try:
+            found.add(parse_head(entry, config))
+        except ValueError as error:
+            raise RequestError(422, f"parameters.heads_off[{index}]", str(error)) from None
+    return tuple(sorted(found))
+
+
 def check_request(request: TranslationRequest, models: Sequence[Model], limits: Limits) -> Job:
     """Every limit and rule of the API, checked before any work; raises RequestError naming the field."""
     parameters = request.parameters or TranslationParameters()
@@ -159,6 +178,7 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
                                f"the beam records of these inputs could hold {nodes:,} nodes; at most "
                                f"{limits.max_beam_nodes:,} per request: send fewer or shorter inputs, fewer beams, "
                                "or a lower max_new_tokens")
+    options = replace(options, heads_off=check_heads_off(model.translator, parameters.heads_off))
     prefixes = parameters.target_prefix
     if prefixes is not None:
         if len(prefixes) != len(texts):

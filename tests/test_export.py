@@ -9,7 +9,8 @@ pytestmark = pytest.mark.torch
 import onnx  # noqa: E402 - after the torch check: both come with the export extra
 
 from conftest import ROOT, tiny_config
-from core.decoding import TorchTranslator
+from core.decoding import TorchBackend, TorchTranslator
+from core.heads import HEAD_KINDS, HeadMask, trace_output_names
 from core.model import Transformer
 from export import ExportError, ParityError, export_bundle
 from export.__main__ import main as export_main
@@ -37,32 +38,40 @@ def bundle(model_dir):
 
 def test_bundle_is_self_contained_and_described(bundle):
     directory, manifest = bundle
-    names = {"encoder.onnx", "decoder_step.onnx", "decoder.onnx", "tokenizer.json", "config.json"}
+    names = {"encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "tokenizer.json", "config.json"}
     assert set(manifest["files"]) == names
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert json.loads((directory / "manifest.json").read_text()) == manifest
     assert manifest["opset"] >= 17
     assert manifest["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
-    decoder = manifest["graphs"]["decoder"]
-    assert [i["name"] for i in decoder["inputs"]] == [
-        "target_ids", "source_mask", "past_self_keys", "past_self_values", "cross_keys", "cross_values"]
-    assert decoder["inputs"][2]["shape"][3] == "past_length"
-    assert decoder["outputs"][3] == {"name": "self_attentions", "dtype": "float32",
-                                     "shape": [2, "batch", 2, "target_length", decoder["outputs"][3]["shape"][4]]}
+    encoder = manifest["graphs"]["encoder"]
+    assert [i["name"] for i in encoder["inputs"]] == ["source_ids", "encoder_head_mask"]
+    assert encoder["inputs"][1]["shape"] == ["batch", 2, 2]
+    assert [o["name"] for o in encoder["outputs"]] == ["cross_keys", "cross_values"]
+    teacher_forced = manifest["graphs"]["teacher_forced"]
+    assert [i["name"] for i in teacher_forced["inputs"]] == [
+        "source_ids", "target_ids", "encoder_head_mask", "decoder_head_mask", "cross_head_mask"]
+    outputs = {o["name"]: o for o in teacher_forced["outputs"]}
+    assert outputs["decoder_attentions"] == {"name": "decoder_attentions", "dtype": "float32",
+                                             "shape": [2, "batch", 2, "target_length", "target_length"]}
+    assert outputs["cross_trace_keys"]["shape"] == [2, "batch", 2, "source_length", 8]
+    assert outputs["encoder_trace_head_outputs"]["shape"] == [2, "batch", 2, "source_length", 16]
+    assert len(outputs) == 4 + 3 * 6
     step = manifest["graphs"]["decoder_step"]
     assert step["top_k"] == 32
-    assert [i["name"] for i in step["inputs"]] == ["target_ids", "source_mask", "past_key_0", "past_value_0",
-                                                   "past_key_1", "past_value_1", "cross_key_0", "cross_value_0",
-                                                   "cross_key_1", "cross_value_1"]
-    assert step["inputs"][2]["shape"] == ["batch", 2, "past_length", 8]
+    assert [i["name"] for i in step["inputs"]] == ["target_ids", "source_mask", "decoder_head_mask",
+                                                   "cross_head_mask", "past_key_0", "past_value_0", "past_key_1",
+                                                   "past_value_1", "cross_key_0", "cross_value_0", "cross_key_1",
+                                                   "cross_value_1"]
+    assert step["inputs"][4]["shape"] == ["batch", 2, "past_length", 8]
     assert step["outputs"][0] == {"name": "top_log_probs", "dtype": "float32", "shape": ["batch", 32]}
     assert step["outputs"][1] == {"name": "top_ids", "dtype": "int64", "shape": ["batch", 32]}
     assert [o["name"] for o in step["outputs"][2:]] == ["present_key_0", "present_value_0", "present_key_1",
                                                         "present_value_1"]
     for name in names:
         assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == manifest["files"][name]["sha256"]
-    for name in ("encoder.onnx", "decoder_step.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"):
         onnx.checker.check_model(str(directory / name), full_check=True)
 
 
@@ -84,37 +93,71 @@ def test_onnx_translations_equal_pytorch(bundle, model_dir):
 
 
 @pytest.mark.parametrize("batch,source_length,steps", [(1, 1, 12), (3, 9, 4), (5, 30, 2)])
-def test_graphs_accept_any_batch_source_and_cache_length(bundle, model_dir, batch, source_length, steps):
+@pytest.mark.parametrize("heads_off", [[], [("encoder", 1, 0), ("decoder", 0, 1), ("cross", 1, 1), ("cross", 0, 0)]])
+def test_graphs_accept_any_batch_source_and_cache_length(bundle, model_dir, batch, source_length, steps, heads_off):
+    """Step by step with the cache, and teacher-forced, the graphs give torch's numbers, with and without heads off."""
     model = Transformer.from_pretrained(model_dir)
     runtime, _, _ = OnnxBackend.from_bundle(bundle[0])
+    reference_backend = TorchBackend(model)
+    head_mask = HeadMask.switched_off(heads_off, model.config)
     rng = np.random.default_rng(batch)
     source_ids = rng.integers(4, model.config.vocab_size, (batch, source_length))
     source_ids[0, source_length // 2 + 1 :] = model.config.pad_id
-    state = runtime.start(source_ids)
-    encoded_onnx = runtime.encode(source_ids)
-    past_keys = past_values = np.zeros(encoded_onnx["cross_keys"].shape[:3] + (0, 8), dtype=np.float32)
+    targets = rng.integers(4, model.config.vocab_size, (batch, steps))
+    state, reference_state = runtime.start(source_ids, head_mask), reference_backend.start(source_ids, head_mask)
+    for position in range(steps):
+        top_log_probs, top_ids, state = runtime.step(targets[:, position], state, 6)
+        expected_log_probs, expected_ids, reference_state = reference_backend.step(targets[:, position],
+                                                                                   reference_state, 6)
+        np.testing.assert_allclose(top_log_probs, expected_log_probs, atol=1e-4)
+        np.testing.assert_array_equal(top_ids, expected_ids)
+    assert state.self_keys[0].shape[2] == steps
+    outputs = runtime.teacher_forced(source_ids, targets, head_mask)
+    encoded, decoded = reference_backend.teacher_forced(source_ids, targets, head_mask, traces=True)
+    np.testing.assert_allclose(outputs["logits"], decoded.logits.numpy(), atol=1e-4)
+    for kind, weights, trace in zip(HEAD_KINDS, (encoded.attentions, decoded.self_attentions, decoded.cross_attentions),
+                                    (encoded.traces, decoded.self_traces, decoded.cross_traces)):
+        np.testing.assert_allclose(outputs[f"{kind}_attentions"], weights.numpy(), atol=1e-5)
+        for name, part in zip(trace_output_names(kind), trace.parts()):
+            np.testing.assert_allclose(outputs[name], part.numpy(), atol=1e-4, err_msg=name)
+
+
+def test_all_heads_on_is_the_plain_model_bit_for_bit(model_dir):
+    model = Transformer.from_pretrained(model_dir)
+    source = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0]])
+    target = torch.tensor([[1, 5, 6], [1, 7, 2]])
+    masks = [torch.from_numpy(part) for part in HeadMask.all_on(model.config).rows(2).parts()]
     with torch.no_grad():
-        encoded = model.encode(torch.from_numpy(source_ids))
-        cache = model.start_cache(encoded.memory)
-        for _ in range(steps):
-            target = rng.integers(4, model.config.vocab_size, (batch, 1))
-            outputs = runtime.decode(target, source_ids != 0, past_keys, past_values, encoded_onnx["cross_keys"],
-                                     encoded_onnx["cross_values"])
-            top_log_probs, top_ids, state = runtime.step(target[:, 0], state, 6)
-            reference = model.decode(torch.from_numpy(target), encoded.source_mask, cache, output_attentions=True)
-            np.testing.assert_allclose(outputs["logits"], reference.logits.numpy(), atol=1e-4)
-            np.testing.assert_allclose(outputs["cross_attentions"], reference.cross_attentions.numpy(), atol=1e-5)
-            np.testing.assert_allclose(outputs["self_attentions"], reference.self_attentions.numpy(), atol=1e-5)
-            expected = torch.log_softmax(reference.logits[:, -1], dim=-1).topk(6)
-            np.testing.assert_allclose(top_log_probs, expected.values.numpy(), atol=1e-4)
-            np.testing.assert_array_equal(top_ids, expected.indices.numpy())
-            cache = reference.cache
-            past_keys, past_values = outputs["present_self_keys"], outputs["present_self_values"]
-    assert state.self_keys[0].shape[2] == past_keys.shape[3] == steps
+        plain = model.encode(source, output_attentions=True)
+        masked = model.encode(source, output_attentions=True, head_mask=masks[0])
+        assert torch.equal(plain.memory, masked.memory) and torch.equal(plain.attentions, masked.attentions)
+        cache = model.start_cache(plain.memory)
+        plain_out = model.decode(target, plain.source_mask, cache, output_attentions=True)
+        masked_out = model.decode(target, plain.source_mask, cache, output_attentions=True, self_head_mask=masks[1],
+                                  cross_head_mask=masks[2])
+    assert torch.equal(plain_out.logits, masked_out.logits)
+    assert torch.equal(plain_out.cross_attentions, masked_out.cross_attentions)
+
+
+def test_a_switched_off_head_contributes_only_the_output_bias(model_dir):
+    """Off, a head's output is zero before W^O: the sublayer output is the other heads' shares plus the bias."""
+    model = Transformer.from_pretrained(model_dir)
+    backend = TorchBackend(model)
+    source, target = np.array([[5, 6, 7, 2]]), np.array([[1, 5, 6]])
+    head_mask = HeadMask.switched_off([("cross", 1, 0)], model.config)
+    on = backend.trace(source, target)["cross"]
+    off = backend.trace(source, target, head_mask)["cross"]
+    assert not off.heads[1, :, 0].any() and not off.head_outputs[1, :, 0].any()
+    assert off.heads[1, :, 1].any() and on.heads[1, :, 0].any()
+    layer = model.decoder_layers[1].cross_attention
+    with torch.no_grad():
+        output = layer.project_output(torch.from_numpy(off.heads[1]))  # [B, T, D]
+    np.testing.assert_allclose(output.numpy(), off.head_outputs[1].sum(axis=1) + layer.w_o.bias.detach().numpy(),
+                               atol=1e-5)
 
 
 def test_no_weight_is_stored_twice_within_a_graph(bundle):
-    for name in ("encoder.onnx", "decoder_step.onnx", "decoder.onnx"):
+    for name in ("encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"):
         graph = onnx.load(str(bundle[0] / name)).graph
         digests = [hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest()
                    for t in graph.initializer if onnx.numpy_helper.to_array(t).size > 64]
@@ -128,7 +171,7 @@ def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
     shutil.copytree(bundle[0], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
-    with pytest.raises(BundleError, match="format_version 1; this version reads 2: export the model again"):
+    with pytest.raises(BundleError, match="format_version 1; this version reads 3: export the model again"):
         Translator(copy)
 
 
@@ -142,12 +185,12 @@ def test_checksum_mismatch_names_the_file(bundle, tmp_path):
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle[0], copy)
-    data = bytearray((copy / "decoder.onnx").read_bytes())
+    data = bytearray((copy / "teacher_forced.onnx").read_bytes())
     data[-10] ^= 0xFF
-    (copy / "decoder.onnx").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="decoder.onnx does not match its sha256"):
+    (copy / "teacher_forced.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="teacher_forced.onnx does not match its sha256"):
         Translator(copy)
-    shutil.copy(bundle[0] / "decoder.onnx", copy / "decoder.onnx")
+    shutil.copy(bundle[0] / "teacher_forced.onnx", copy / "teacher_forced.onnx")
     (copy / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is listed in the manifest but missing"):
         Translator(copy)

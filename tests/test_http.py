@@ -92,6 +92,27 @@ def test_a_target_prefix_per_input(client, translators):
     assert items[0]["translation_text"].startswith("Zwei Frauen")
 
 
+def test_heads_switched_off_per_request(client, translators):
+    inputs = ["Two men play chess in the park.", "A dog runs."]
+    heads_off = ["cross.3.0", "cross.3.1", "cross.3.2", "cross.3.3", "encoder.0.2"]
+    items = client.post("/translate", json={"inputs": inputs, "parameters": {**EN_DE, "heads_off": heads_off,
+                                                                             "return_scores": True}}).json()
+    expected = translators[0].translate(inputs, heads_off=heads_off)
+    assert [item["translation_text"] for item in items] == [t.text for t in expected]
+    assert [item["score"] for item in items] == pytest.approx([t.score for t in expected], abs=1e-6)
+    plain = translators[0].translate(inputs)
+    assert [t.score for t in plain] != pytest.approx([t.score for t in expected], abs=1e-6)
+    for heads_off, field, message in [
+        (["cross.4.0"], "parameters.heads_off[0]", "cross layer must be an integer from 0 to 3, got 4"),
+        (["decoder.0.0", "self.0.0"], "parameters.heads_off[1]", "head kind must be one of encoder, decoder, cross"),
+        (["cross.0"], "parameters.heads_off[0]", "a head is (kind, layer, head) or 'kind.layer.head'"),
+        (["cross.0.0"] * 49, "parameters.heads_off", "lists 49 heads; the model has 48"),
+    ]:
+        response = client.post("/translate", json={"inputs": inputs, "parameters": {**EN_DE, "heads_off": heads_off}})
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+        assert message in response.json()["error"]
+
+
 def test_unknown_characters_and_truncation_are_reported(client):
     (item,) = client.post("/translate", json={"inputs": "🙂🙂🙂", "parameters": EN_DE}).json()
     assert item["unknown_characters"] == 3

@@ -40,6 +40,59 @@ def reference():
     return TorchTranslator(EN_DE)
 
 
+def softmax_rows(trace, layer: int, causal: bool) -> np.ndarray:
+    """softmax(q K^T / sqrt(d_k)) of one layer, recomputed from the trace's q and K alone: [H, Lq, Lk]."""
+    scores = trace.queries[layer] @ trace.keys[layer].transpose(0, 2, 1) / np.sqrt(trace.queries.shape[-1])
+    if causal:  # a decoder step sees itself and the steps before it
+        scores = np.where(np.tril(np.ones(scores.shape[-2:], bool)), scores, -np.inf)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return scores / scores.sum(axis=-1, keepdims=True)
+
+
+def test_the_trace_reproduces_every_heatmap_row(translator):
+    """From the trace's q and K alone, every attention weight of the heatmaps; weights @ V is each head's output."""
+    result, = translator.translate(SENTENCES[:1], return_attention=True, return_trace=True)
+    attention, trace = result.attention, result.trace
+    S, T = len(attention.source_tokens), len(attention.target_tokens)
+    for kind, (queries, keys) in {"encoder": (S, S), "decoder": (T, T), "cross": (T, S)}.items():
+        part, weights = trace.of(kind), getattr(attention, kind)
+        assert part.queries.shape == (4, 4, queries, 32) and part.keys.shape == (4, 4, keys, 32)
+        assert part.inputs.shape == (4, queries, 128) and part.head_outputs.shape == (4, 4, queries, 128)
+        for layer in range(4):
+            np.testing.assert_allclose(softmax_rows(part, layer, causal=kind == "decoder"), weights[layer],
+                                       atol=1e-5, err_msg=f"{kind} layer {layer}")
+            np.testing.assert_allclose(weights[layer] @ part.values[layer], part.heads[layer], atol=1e-5)
+
+
+def test_heads_off_change_the_search_and_none_off_is_the_plain_translation(translator):
+    plain = translator.translate(SENTENCES, return_attention=True)
+    none_off = translator.translate(SENTENCES, return_attention=True, heads_off=[])
+    assert [t.token_ids for t in none_off] == [t.token_ids for t in plain]
+    assert [t.score for t in none_off] == [t.score for t in plain]
+    assert all(np.array_equal(a.attention.cross, b.attention.cross) for a, b in zip(plain, none_off))
+    every_cross_head = [("cross", layer, head) for layer in range(4) for head in range(4)]
+    blind = translator.translate(SENTENCES, heads_off=every_cross_head, return_trace=True)
+    assert [t.token_ids for t in blind] != [t.token_ids for t in plain]  # without the source it cannot translate
+    assert not blind[0].trace.cross.heads.any()
+    with pytest.raises(ValueError, match="cross head must be an integer from 0 to 3, got 4"):
+        translator.translate(SENTENCES, heads_off=[("cross", 0, 4)])
+    with pytest.raises(ValueError, match="heads_off must be a list"):
+        translator.translate(SENTENCES, heads_off="cross.0.0")
+
+
+@pytest.mark.torch
+def test_heads_off_and_traces_equal_the_torch_model(translator, reference):
+    heads_off = ["encoder.1.2", "decoder.0.3", "cross.3.0", "cross.2.1"]
+    ours = translator.translate(SENTENCES, beam_size=5, heads_off=heads_off, return_trace=True)
+    theirs = reference.translate(SENTENCES, beam_size=5, heads_off=heads_off, return_trace=True)
+    assert [t.token_ids for t in ours] == [t.token_ids for t in theirs]
+    assert [t.score for t in ours] == pytest.approx([t.score for t in theirs], abs=1e-4)
+    for a, b in zip(ours, theirs):
+        for kind in ("encoder", "decoder", "cross"):
+            for name, value in zip(a.trace.of(kind).field_names(), a.trace.of(kind).parts()):
+                np.testing.assert_allclose(value, getattr(b.trace.of(kind), name), atol=1e-4, err_msg=f"{kind} {name}")
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("beam_size", [1, 5])
 def test_output_equals_the_torch_reference(translator, reference, beam_size):
@@ -213,15 +266,24 @@ def test_cli_target_prefix_file(translator, tmp_path):
     assert done.returncode == 1 and done.stderr == "error: --target-prefix: 1 lines for 2 input lines\n"
 
 
+def test_cli_heads_off(translator):
+    lines = ["Two men are playing chess in a park.", "A dog runs."]
+    heads_off = ["cross.3.0", "cross.3.1", "cross.3.2", "cross.3.3", "decoder.1.1"]
+    done = run_cli("translate", "--model", str(EN_DE / "onnx"), "--heads-off", ",".join(heads_off),
+                   stdin="\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [t.text for t in translator.translate(lines, heads_off=heads_off)]
+
+
 def test_cli_bad_bundle_is_a_one_line_error(tmp_path):
     done = run_cli("translate", "--model", str(tmp_path / "missing"), stdin="A dog.\n")
     assert done.returncode != 0 and done.stderr.strip().count("\n") == 0 and "manifest.json" in done.stderr
     shutil.copytree(EN_DE / "onnx", tmp_path / "bundle")
-    with open(tmp_path / "bundle" / "decoder.onnx", "r+b") as graph:
+    with open(tmp_path / "bundle" / "teacher_forced.onnx", "r+b") as graph:
         graph.seek(1000)
         graph.write(b"\0" * 16)
     done = run_cli("translate", "--model", str(tmp_path / "bundle"), stdin="A dog.\n")
-    assert done.returncode != 0 and "decoder.onnx does not match its sha256" in done.stderr
+    assert done.returncode != 0 and "teacher_forced.onnx does not match its sha256" in done.stderr
     assert "Traceback" not in done.stderr
     with pytest.raises(BundleError):
         Translator(tmp_path / "bundle")
@@ -250,6 +312,7 @@ def test_cli_garbage_graph_with_a_matching_checksum_is_a_one_line_error(tmp_path
     (["--length-penalty", "inf"], "must be a finite number >= 0, got inf"),
     (["--output", "/nonexistent-folder/out.txt"], "--output: no folder /nonexistent-folder"),
     (["--output", "."], "--output: . is a folder"),
+    (["--heads-off", "cross.9.0"], "cross layer must be an integer from 0 to 3, got 9"),
 ])
 def test_cli_user_mistakes_are_one_line_errors(flags, message):
     done = run_cli("translate", "--model", str(EN_DE / "onnx"), *flags, stdin="A dog.\n")

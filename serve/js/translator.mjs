@@ -11,8 +11,8 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 
 export const BUNDLE_FORMAT = "attention-mt-onnx";
-export const BUNDLE_FORMAT_VERSION = 2;
-const GRAPHS = ["encoder", "decoder_step", "decoder"];
+export const BUNDLE_FORMAT_VERSION = 3;
+const GRAPHS = ["encoder", "decoder_step", "teacher_forced"];
 
 export class BundleError extends Error {}
 
@@ -292,10 +292,17 @@ class OnnxBackend {
     return { data, width };
   }
 
+  /** Every head on: a head mask [rows, layers, heads] of ones for the graphs' {kind}_head_mask inputs. */
+  headMask(rows, layers) {
+    const H = this.config.n_heads;
+    return new this.ort.Tensor("float32", new Float32Array(rows * layers * H).fill(1), [rows, layers, H]);
+  }
+
   async encode(sources) {
     const { data, width } = this.padBatch(sources, this.config.pad_id);
     const outputs = await this.sessions.encoder.run({
-      source_ids: new this.ort.Tensor("int64", data, [sources.length, width]) });
+      source_ids: new this.ort.Tensor("int64", data, [sources.length, width]),
+      encoder_head_mask: this.headMask(sources.length, this.config.n_encoder_layers) });
     return { outputs, width };
   }
 
@@ -320,6 +327,8 @@ class OnnxBackend {
     const feeds = {
       target_ids: new Tensor("int64", BigInt64Array.from(lastTokens, BigInt), [N, 1]),
       source_mask: new Tensor("bool", state.mask, [N, S]),
+      decoder_head_mask: this.headMask(N, this.config.n_decoder_layers),
+      cross_head_mask: this.headMask(N, this.config.n_decoder_layers),
     };
     for (let l = 0; l < this.config.n_decoder_layers; l++) {
       feeds[`past_key_${l}`] = new Tensor("float32", state.selfKeys[l], [N, H, P, D]);
@@ -356,19 +365,18 @@ class OnnxBackend {
       crossValues: state.crossValues.map((a) => takeRows(a, crossRow, index)) };
   }
 
-  /** One teacher-forced pass of the decoder graph over padded decoder inputs: its outputs, S and T. */
+  /** One pass of the teacher-forced graph over padded sources and decoder inputs: its outputs, S and T. */
   async teacherForced(sources, decoderInputs) {
     const { Tensor } = this.ort;
-    const { outputs, width } = await this.encode(sources);
+    const source = this.padBatch(sources, this.config.pad_id);
     const target = this.padBatch(decoderInputs, this.config.pad_id);
-    const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads, D = this.dHead;
-    const mask = new Uint8Array(B * width);
-    sources.forEach((s, row) => mask.fill(1, row * width, row * width + s.length));
-    const empty = new Tensor("float32", new Float32Array(0), [L, B, H, 0, D]);
-    const out = await this.sessions.decoder.run({
-      target_ids: new Tensor("int64", target.data, [B, target.width]), source_mask: new Tensor("bool", mask, [B, width]),
-      past_self_keys: empty, past_self_values: empty, cross_keys: outputs.cross_keys, cross_values: outputs.cross_values });
-    return { out, width, T: target.width };
+    const B = sources.length, { n_encoder_layers: encoderLayers, n_decoder_layers: decoderLayers } = this.config;
+    const out = await this.sessions.teacher_forced.run({
+      source_ids: new Tensor("int64", source.data, [B, source.width]),
+      target_ids: new Tensor("int64", target.data, [B, target.width]),
+      encoder_head_mask: this.headMask(B, encoderLayers), decoder_head_mask: this.headMask(B, decoderLayers),
+      cross_head_mask: this.headMask(B, decoderLayers) });
+    return { out, width: source.width, T: target.width };
   }
 
   /** Each prefix token's log-probability after the tokens before it (Python's forced_tokens): [[token, logProb]]. */
