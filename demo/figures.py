@@ -27,8 +27,8 @@ def token_labels(tokens: Sequence[str]) -> list[str]:
     return [f"{position}·{html.escape(token)}" for position, token in enumerate(tokens, start=1)]
 
 
-def hover_template(query_title: str, key_title: str) -> str:
-    return f"{query_title}: %{{y}}<br>{key_title}: %{{x}}<br>weight: %{{z:.3f}}<extra></extra>"
+def hover_template(query_title: str, key_title: str, value_name: str = "weight") -> str:
+    return f"{query_title}: %{{y}}<br>{key_title}: %{{x}}<br>{value_name}: %{{z:.3f}}<extra></extra>"
 
 
 def scale_top(weights: np.ndarray) -> float:
@@ -46,38 +46,55 @@ def style(figure: go.Figure, *, title: str, height: int, top: int = 60) -> go.Fi
 
 
 def attention_heatmap(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *, title: str,
-                      query_title: str = "query", key_title: str = "key") -> go.Figure:
+                      query_title: str = "query", key_title: str = "key", top: float | None = None) -> go.Figure:
     """One attention matrix [queries, keys] as a heatmap, queries top to bottom, the weight on hover; the colour
-    scale runs from 0 to this view's largest weight (its top is on the colour bar)."""
-    top = scale_top(weights)
+    scale runs from 0 to this view's largest weight (its top is on the colour bar), or to ``top`` when given (a
+    scale shared with another view)."""
+    return heatmap(weights, token_labels(query_tokens), token_labels(key_tokens), title=title, zmin=0.0,
+                   zmax=scale_top(weights) if top is None else top, colorscale=COLORSCALE, value_name="weight",
+                   query_title=query_title, key_title=key_title)
+
+
+def difference_heatmap(difference: np.ndarray, query_labels: Sequence[str], key_tokens: Sequence[str], *,
+                       title: str, query_title: str, key_title: str) -> go.Figure:
+    """A difference of two attention matrices [queries, keys] on a diverging scale centred on 0 (red: more
+    attention in the first, blue: less), symmetric around 0 up to the largest change; query_labels as given."""
+    top = scale_top(np.abs(difference))
+    figure = heatmap(difference, list(query_labels), token_labels(key_tokens), title=title, zmin=-top, zmax=top,
+                     colorscale="RdBu_r", value_name="change", query_title=query_title, key_title=key_title)
+    figure.update_traces(colorbar=dict(tickvals=[-top, 0, top], ticktext=[f"{-top:.2f}", "0", f"{top:.2f}"]))
+    return figure
+
+
+def heatmap(z: np.ndarray, query_labels: list[str], key_labels: list[str], *, title: str, zmin: float, zmax: float,
+            colorscale: str, value_name: str, query_title: str, key_title: str) -> go.Figure:
+    """The demo's heatmap of a [queries, keys] matrix: the colour bar above it (so that the matrix keeps the width
+    of a phone), every label shown, a fixed width that scrolls in its box beyond :data:`WIDE_AFTER` keys."""
     figure = go.Figure(go.Heatmap(
-        z=weights, x=token_labels(key_tokens), y=token_labels(query_tokens), zmin=0.0, zmax=top,
-        colorscale=COLORSCALE,  # the colour bar above the matrix, so that the matrix keeps the width of a phone
-        colorbar=dict(title=dict(text="weight", side="top"), orientation="h", thickness=10, len=0.6, x=0.5,
+        z=z, x=key_labels, y=query_labels, zmin=zmin, zmax=zmax, colorscale=colorscale,
+        colorbar=dict(title=dict(text=value_name, side="top"), orientation="h", thickness=10, len=0.6, x=0.5,
                       y=1.0, yanchor="bottom"),
-        hovertemplate=hover_template(query_title, key_title),
+        hovertemplate=hover_template(query_title, key_title, value_name),
     ))
-    side = 22 * max(len(query_tokens), 6)
+    side = 22 * max(len(query_labels), 6)
     style(figure, title=title, height=min(max(side + 230, 410), 1430), top=110)
-    if len(key_tokens) > WIDE_AFTER:  # too many labels for a phone: a fixed width, scrolled inside its box
-        figure.update_layout(width=16 * len(key_tokens) + 230, autosize=False)
+    if len(key_labels) > WIDE_AFTER:  # too many labels for a phone: a fixed width, scrolled inside its box
+        figure.update_layout(width=16 * len(key_labels) + 230, autosize=False)
     figure.update_xaxes(title=key_title, type="category", tickangle=-90, dtick=1, tickfont=dict(size=11))  # all
     figure.update_yaxes(title=query_title, type="category", autorange="reversed", dtick=1)
     return figure
 
 
-def heads_grid(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str], *,
-               title: str) -> go.Figure:
-    """Every head of one layer [heads, queries, keys] as small multiples, then their mean, on one colour scale
-    (0 to the largest weight of any panel), three to a row so that their titles fit on a phone too."""
-    heads = weights.shape[0]
-    panels = [(f"head {h + 1}", weights[h]) for h in range(heads)] + [("mean", weights.mean(axis=0))]
+def small_multiples(panels: Sequence[tuple[str, np.ndarray]], query_tokens: Sequence[str],
+                    key_tokens: Sequence[str], *, title: str) -> go.Figure:
+    """Named matrices [queries, keys] (every head of a layer and their mean, say) as small multiples on one colour
+    scale (0 to the largest weight of any panel), three to a row so that their titles fit on a phone too."""
     columns = min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[name for name, _ in panels],
                            horizontal_spacing=0.04, vertical_spacing=0.1)
     queries, keys = token_labels(query_tokens), token_labels(key_tokens)
-    top = scale_top(weights)
+    top = max(scale_top(panel) for _, panel in panels)
     for index, (name, panel) in enumerate(panels):
         figure.add_trace(go.Heatmap(z=panel, x=keys, y=queries, zmin=0.0, zmax=top, colorscale=COLORSCALE,
                                     showscale=index == 0, colorbar=dict(thickness=10), name=name,

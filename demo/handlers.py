@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.search import Attention
 from core.confidence import IN_DOMAIN, Confidence
+from core.search import Attention, BeamRecord
 from serve import Translator
 from serve.policy import InputLimits, fit_text, max_source_tokens
 
@@ -57,6 +57,8 @@ class DemoTranslation:
     notices: tuple[str, ...]
     attention: Attention
     confidence: Confidence | None = None  # how much the source looks like the training data (None: uncalibrated)
+    token_log_probs: tuple[float, ...] = ()  # of each output token, EOS included when the translation finished
+    beams: BeamRecord | None = None  # every step of the beam search
 
     @property
     def is_empty(self) -> bool:
@@ -104,11 +106,13 @@ def fit_source(translator: Translator, text: str) -> tuple[str, list[str]]:
     return fitted.text, notices
 
 
-def translate_text(directions: Mapping[str, Translator], direction: str, text: str,
-                   beam_size: int = 5) -> DemoTranslation:
-    """Translate text in one direction with beam search and keep every attention weight of the result.
+def translate_text(directions: Mapping[str, Translator], direction: str, text: str, beam_size: int = 5,
+                   target_prefix: str | Sequence[str] | None = None) -> DemoTranslation:
+    """Translate text in one direction with beam search and keep every attention weight of the result and the
+    record of the search; ``target_prefix`` (a text or subword tokens) is the start the translation must take.
 
-    Raises DemoInputError for an unknown direction, a beam size outside 1..8, or text that is empty.
+    Raises DemoInputError for an unknown direction, a beam size outside 1..8, text that is empty, or a prefix the
+    model cannot take (an unknown token, or as long as the longest translation of this text).
     """
     if direction not in directions:
         raise DemoInputError(f"Unknown direction {direction!r}; choose one of: {', '.join(directions)}.")
@@ -122,7 +126,12 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
     if not translator.tokenizer.normalize(text):
         raise DemoInputError("Type a sentence to translate (the input is empty).")
     source, notices = fit_source(translator, text)
-    result = translator.translate([source], beam_size=beam_size, return_attention=True)[0]
+    try:
+        result = translator.translate([source], beam_size=beam_size, return_attention=True, record_beams=True,
+                                      target_prefix=None if target_prefix is None else [target_prefix])[0]
+    except ValueError as error:  # only the prefix can be refused here: the source fits and the options are checked
+        message = str(error).replace("target_prefix[0]: ", "").replace("target_prefix[0]", "the start")
+        raise DemoInputError(message[0].upper() + message[1:] + ".") from None
     if result.unknown_characters:
         count = result.unknown_characters
         notices.insert(0, f"{count} character{'s' if count > 1 else ''} of the input "
@@ -130,7 +139,8 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
                           "`<unk>`) and ignored by the translation.")
     return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
                            beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention,
-                           confidence=result.confidence)
+                           confidence=result.confidence, token_log_probs=result.hypotheses[0].token_log_probs,
+                           beams=result.beams)
 
 
 def confidence_text(result: DemoTranslation) -> str:
@@ -163,6 +173,24 @@ def attention_matrix(result: DemoTranslation, kind: str, layer: int, head: str |
     return weights.mean(axis=0) if head == MEAN else weights[int(head) - 1]
 
 
+def attention_rollout(weights: np.ndarray) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020) of self-attention weights [layers, heads, S, S].
+
+    Each layer's mean over heads plus the identity (the residual connection), each row renormalized to sum to 1,
+    multiplied from the first layer up: ``rollout[l] = Ã_l · … · Ã_1``. Returns [layers, S, S] (float64): row i of
+    ``rollout[l]`` is how much position i after layer l + 1 draws on each input token.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    size = weights.shape[-1]
+    mixed = weights.mean(axis=1) + np.eye(size)
+    mixed /= np.maximum(mixed.sum(axis=-1, keepdims=True), 1e-12)
+    rollout, through = np.eye(size), []
+    for layer in mixed:
+        rollout = layer @ rollout
+        through.append(rollout)
+    return np.stack(through) if through else np.zeros((0, size, size))
+
+
 def query_key_tokens(result: DemoTranslation, kind: str) -> tuple[list[str], list[str]]:
     """The tokens on the query (row) and key (column) axes of an attention kind."""
     attention = result.attention
@@ -179,40 +207,80 @@ KEY_TITLES = {"cross": "source token (key)", "encoder": "source token (key)", "d
 # The alignment view's rows for each kind: the tokens that attend (queries), over the tokens they attend to (keys).
 ALIGNMENT_LABELS = {"cross": ("output", "source"), "encoder": ("source token", "attends to source tokens"),
                     "decoder": ("decoder input", "attends to decoder inputs (itself and earlier)")}
+ROLLOUT_TITLE = "Encoder attention rollout"
 
 
 @dataclass(frozen=True)
-class AttentionViews:
-    """What the page draws for one choice of kind, layer and head."""
+class ViewWeights:
+    """The matrix one choice of kind, layer, head (or rollout) shows, with its axes and names."""
 
-    head_figure: object  # plotly Figure: the chosen head (or the mean)
-    heads_figure: object  # plotly Figure: every head of the layer and their mean, as small multiples
-    alignment_html: str  # the kind's query tokens over its key tokens, shaded by the chosen head's weights
+    weights: np.ndarray  # [queries, keys]
+    queries: list[str]
+    keys: list[str]
+    kind_title: str  # "Encoder self-attention", or the rollout's
+    name: str  # "layer 2 · head 3", "layer 1 · mean over heads", "through layer 2 (mean of heads, residual added)"
 
 
-def attention_views(result: DemoTranslation, kind: str, layer: int, head: str | int) -> AttentionViews:
-    """The heatmaps of one attention kind, layer (1-based) and head (1-based or "mean"), and the alignment view."""
+def view_weights(result: DemoTranslation, kind: str, layer: int, head: str | int,
+                 rollout: bool = False) -> ViewWeights:
+    """The weights of one attention kind, layer (1-based) and head (1-based or "mean"); with ``rollout`` (the
+    encoder's only) the attention rollout through that layer instead, for which the head does not matter.
+
+    Raises DemoInputError for an unknown kind, layer or head."""
     if kind not in ATTENTION_KINDS:
         raise DemoInputError(f"Unknown attention kind {kind!r}; choose one of: {', '.join(ATTENTION_KINDS)}.")
+    if rollout and kind != "encoder":
+        raise DemoInputError("Rollout is an option of the encoder self-attention view.")
     layers = layer_count(result, kind)
     if not 1 <= int(layer) <= layers:
         raise DemoInputError(f"Layer {layer} does not exist; this model has {layers}.")
     heads = getattr(result.attention, kind).shape[1]
     if head != MEAN and not 1 <= int(head) <= heads:
         raise DemoInputError(f"Head {head} does not exist; this model has {heads} per layer.")
-    queries, keys = query_key_tokens(result, kind)
     layer = int(layer)
+    queries, keys = query_key_tokens(result, kind)
+    if rollout:
+        return ViewWeights(attention_rollout(result.attention.encoder)[layer - 1], queries, keys, ROLLOUT_TITLE,
+                           f"through layer {layer} (mean of heads, residual added)")
     head_name = "mean over heads" if head == MEAN else f"head {head}"
-    weights = attention_matrix(result, kind, layer, head)
-    title = f"{ATTENTION_KINDS[kind]}<br>layer {layer} · {head_name}"
-    head_figure = figures.attention_heatmap(weights, queries, keys, title=title, query_title=QUERY_TITLES[kind],
-                                            key_title=KEY_TITLES[kind])
-    heads_figure = figures.heads_grid(getattr(result.attention, kind)[layer - 1], queries, keys,
-                                      title=f"{ATTENTION_KINDS[kind]}<br>layer {layer}: every head and their mean")
+    return ViewWeights(attention_matrix(result, kind, layer, head), queries, keys, ATTENTION_KINDS[kind],
+                       f"layer {layer} · {head_name}")
+
+
+def view_heatmap(view: ViewWeights, kind: str, *, top: float | None = None) -> object:
+    """The heatmap of one view, titled by its kind and name (``top``: a colour scale shared with another view)."""
+    return figures.attention_heatmap(view.weights, view.queries, view.keys, title=f"{view.kind_title}<br>{view.name}",
+                                     query_title=QUERY_TITLES[kind], key_title=KEY_TITLES[kind], top=top)
+
+
+@dataclass(frozen=True)
+class AttentionViews:
+    """What the page draws for one choice of kind, layer and head."""
+
+    head_figure: object  # plotly Figure: the chosen head (or the mean, or the rollout)
+    heads_figure: object  # plotly Figure: every head of the layer and their mean (or the rollout through each layer)
+    alignment_html: str  # the kind's query tokens over its key tokens, shaded by the chosen head's weights
+
+
+def attention_views(result: DemoTranslation, kind: str, layer: int, head: str | int,
+                    rollout: bool = False) -> AttentionViews:
+    """The heatmaps of one attention kind, layer (1-based) and head (1-based or "mean"), and the alignment view;
+    with ``rollout`` the encoder's attention rollout through that layer, and through every layer as small
+    multiples."""
+    view = view_weights(result, kind, layer, head, rollout)
+    if rollout:
+        through = attention_rollout(result.attention.encoder)
+        panels = [(f"through layer {n}", matrix) for n, matrix in enumerate(through, start=1)]
+        grid_title = f"{ROLLOUT_TITLE}<br>through each layer"
+    else:
+        weights = getattr(result.attention, kind)[int(layer) - 1]
+        panels = [(f"head {h}", matrix) for h, matrix in enumerate(weights, start=1)] + [("mean", weights.mean(0))]
+        grid_title = f"{ATTENTION_KINDS[kind]}<br>layer {layer}: every head and their mean"
+    heads_figure = figures.small_multiples(panels, view.queries, view.keys, title=grid_title)
     query_label, key_label = ALIGNMENT_LABELS[kind]
-    alignment = figures.alignment_html(queries, keys, weights, query_label=query_label, key_label=key_label,
-                                       caption=f"{ATTENTION_KINDS[kind].lower()}, layer {layer}, {head_name}")
-    return AttentionViews(head_figure, heads_figure, alignment)
+    alignment = figures.alignment_html(view.queries, view.keys, view.weights, query_label=query_label,
+                                       key_label=key_label, caption=f"{view.kind_title.lower()}, {view.name}")
+    return AttentionViews(view_heatmap(view, kind), heads_figure, alignment)
 
 
 def attention_record(result: DemoTranslation) -> dict:

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, free_port
 from demo import figures, handlers, lesson
+from demo import inside as look
 from serve import Translator
 
 BUNDLES = [ROOT / "models" / "en-de" / "onnx", ROOT / "models" / "de-en" / "onnx"]
@@ -356,7 +357,7 @@ def test_the_page_in_a_real_browser(app_url, directions, tmp_path):
             page.screenshot(path=str(tmp_path / "demo-translate.png"), full_page=True)
 
             # another attention kind redraws the heatmap
-            page.get_by_label("Encoder self-attention").check()
+            page.locator("#kind").get_by_label("Encoder self-attention").check()
             expect(page.locator("#head-plot .gtitle")).to_contain_text("Encoder self-attention", timeout=30_000)
 
             with page.expect_download(timeout=30_000) as download:
@@ -461,7 +462,7 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
             page.screenshot(path=str(tmp_path / f"demo-{width}-attention.png"))  # what a visitor sees there
 
             # another kind: the alignment view follows it
-            page.get_by_label("Encoder self-attention").check()
+            page.locator("#kind").get_by_label("Encoder self-attention").check()
             expect(page.locator("#alignment .alignment-label").first).to_have_text("source token", timeout=30_000)
 
             # an error leaves no stale result behind; an example translates when clicked
@@ -501,3 +502,127 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
             keep_screenshots(tmp_path, f"demo-{width}-attention.png")
         finally:
             browser.close()
+
+
+# Look inside: the beam tree, a node's attention, what if, rollout, two sentences side by side.
+
+SEES = "The man sees the woman."
+
+
+@pytest.fixture(scope="module")
+def sees(directions):
+    return handlers.translate_text(directions, EN_DE, SEES, 5)
+
+
+def test_rollout_against_a_hand_computation():
+    # Two layers, two heads, two tokens: every step by hand.
+    weights = np.array([[[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]],   # layer 1: mean [[.5, .5], [.5, .5]]
+                        [[[0.8, 0.2], [0.0, 1.0]], [[0.6, 0.4], [0.2, 0.8]]]])  # layer 2: mean [[.7, .3], [.1, .9]]
+    # plus the identity, rows renormalized: layer 1 [[.75, .25], [.25, .75]], layer 2 [[.85, .15], [.05, .95]]
+    first = [[0.75, 0.25], [0.25, 0.75]]
+    second = [[0.85 * 0.75 + 0.15 * 0.25, 0.85 * 0.25 + 0.15 * 0.75],
+              [0.05 * 0.75 + 0.95 * 0.25, 0.05 * 0.25 + 0.95 * 0.75]]  # layer 2 · layer 1
+    rollout = handlers.attention_rollout(weights)
+    np.testing.assert_allclose(rollout, [first, second])
+    np.testing.assert_allclose(second, [[0.675, 0.325], [0.275, 0.725]])
+    np.testing.assert_allclose(rollout.sum(axis=-1), 1.0)
+    assert handlers.attention_rollout(np.zeros((3, 2, 0, 0))).shape == (3, 0, 0)
+
+
+def test_rollout_is_an_option_of_the_encoder_view(sees):
+    views = handlers.attention_views(sees, "encoder", 3, "2", rollout=True)
+    rollout = handlers.attention_rollout(sees.attention.encoder)
+    np.testing.assert_allclose(np.asarray(views.head_figure.data[0].z), rollout[2])
+    assert "Encoder attention rollout<br>through layer 3" in views.head_figure.layout.title.text
+    assert [trace.name for trace in views.heads_figure.data] == [f"through layer {n}" for n in range(1, 5)]
+    assert "data-weights='" + ",".join(f"{w:.4f}" for w in rollout[2][0]) + "'" in views.alignment_html
+    with pytest.raises(handlers.DemoInputError, match="Rollout is an option of the encoder"):
+        handlers.attention_views(sees, "cross", 1, handlers.MEAN, rollout=True)
+
+
+def test_the_beam_tree_draws_every_candidate_and_marks_the_translation(directions, sees):
+    from demo import beamtree
+
+    record = sees.beams
+    page = look.beam_tree_view(directions, sees)
+    nodes = re.findall(r"<g class='n ([a-z ]+)' data-s='(\d+)' data-i='(\d+)'", page)
+    assert len(nodes) == sum(len(step) for step in record.steps)
+    chosen = {(int(s), int(i)) for classes, s, i in nodes if "chosen" in classes.split()}
+    assert chosen == beamtree.chosen_nodes(record) and len(chosen) == len(sees.attention.target_tokens)
+    path = [record.steps[s][i] for s, i in sorted(chosen)]
+    assert [directions[EN_DE].tokenizer.id_to_token(n.token_id) for n in path] == sees.attention.target_tokens
+    for classes, s, i in nodes:
+        assert record.steps[int(s)][int(i)].status in classes.split()
+    assert page.count("tabindex='0'") == 1  # one entry for Tab; the arrow keys do the rest
+    assert "aria-label='step 1, candidate 1: ▁Der; token log-prob" in page and "&lt;/s&gt;" in page
+    assert len(page) < 60_000  # a short sentence at beam 5; the limits bound the longest (see docs/look-look.md)
+    assert "Nothing to draw" in beamtree.beam_tree_html(type(record)((), ()), str)
+
+
+def test_a_node_shows_the_attention_of_its_partial_hypothesis(directions, sees):
+    end_step, end_index = sees.beams.hypotheses[0]  # the translation's own last node (the search went on)
+    last = look.chosen_indices(sees)
+    assert len(last) == end_step + 1 and last[-1] == end_index
+    whole = look.partial_hypothesis(directions, sees, end_step + 1, end_index + 1)
+    assert whole.attention.target_tokens == sees.attention.target_tokens
+    np.testing.assert_allclose(whole.attention.cross, sees.attention.cross, atol=1e-6)
+    middle = look.partial_hypothesis(directions, sees, 3, last[2] + 1)
+    assert middle.attention.target_tokens == sees.attention.target_tokens[:3]
+    np.testing.assert_allclose(middle.attention.cross, sees.attention.cross[:, :, :3], atol=1e-5)  # causal decoder
+    pruned = next(i for i, node in enumerate(sees.beams.steps[2]) if node.status == "pruned")
+    other = look.partial_hypothesis(directions, sees, 3, pruned + 1)
+    path = sees.beams.path(2, pruned)
+    assert other.score == pytest.approx(path[-1].log_prob) and len(other.attention.target_tokens) == 3
+    assert other.token_log_probs == tuple(node.token_log_prob for node in path)
+    assert "step 3, candidate" in look.node_summary(other, 3, pruned + 1)
+    for step, index, message in ((99, 1, "Step 99 does not exist; this search has"), (1, 40, "has 10 candidates"),
+                                 (1.5, 1, "step must be a whole number"), (1, None, "candidate must be a whole")):
+        with pytest.raises(handlers.DemoInputError, match=message):
+            look.partial_hypothesis(directions, sees, step, index)
+
+
+def test_what_if_decodes_on_from_another_candidate_or_a_typed_start(directions, sees):
+    choices = look.candidate_choices(directions, sees, 3)
+    tokens = [token for _, token in choices]
+    assert sees.attention.target_tokens[2] in tokens and "</s>" not in tokens
+    alternative = look.first_alternative(sees, 3, choices)
+    assert alternative == tokens[0] if tokens[0] != sees.attention.target_tokens[2] else tokens[1]
+    found = look.what_if(directions, sees, 3, alternative, "", "2", "1")
+    prefix = sees.attention.target_tokens[:2] + [alternative]
+    (reference,) = directions[EN_DE].translate([SEES], beam_size=5, target_prefix=[prefix], return_attention=True)
+    assert found.result.text == reference.text and found.result.attention.target_tokens[:3] == prefix
+    rows = found.table.splitlines()
+    assert rows[0] == "| # | before | log p | after | log p |"
+    assert rows[2] == f"| 1 | ` ▁Der ` | {sees.token_log_probs[0]:.2f} | ` ▁Der ` | {found.result.token_log_probs[0]:.2f} |"
+    assert f"**` {alternative} `**" in rows[4] and rows[-1].startswith("| | **total** |")
+    shared = min(len(sees.attention.target_tokens), len(reference.attention.target_tokens))
+    np.testing.assert_allclose(np.asarray(found.difference.data[0].z),
+                               reference.attention.cross[1, 0, :shared] - sees.attention.cross[1, 0, :shared],
+                               atol=1e-6)
+    assert list(found.difference.data[0].y)[2] == f"3·{sees.attention.target_tokens[2]}→{alternative}"
+    typed = look.what_if(directions, sees, 3, alternative, "Die Frau", "1", handlers.MEAN)
+    assert typed.result.text.startswith("Die Frau") and typed.start == "` Die Frau `"
+    for position, candidate, text, message in (
+            (3, "▁Katze", "", "'▁Katze' is not a candidate at position 3"),
+            (3, None, " ", "Choose a candidate token, or type the start"),
+            (40, "▁Der", "", "Position 40 does not exist"),
+            (3, None, "sehr " * 40, "The start has 40 tokens; the translation of this text has at most 22"),
+            (3, None, "x" * 2001, "The typed start has 2,001 characters")):
+        with pytest.raises(handlers.DemoInputError, match=re.escape(message)):
+            look.what_if(directions, sees, position, candidate, text, "1", handlers.MEAN)
+
+
+def test_two_sentences_side_by_side_share_one_view_and_scale(directions):
+    first, second = look.compare(directions, EN_DE, *look.COMPARE_EXAMPLE, 5)
+    assert (first.text, second.text) == tuple(t.text for t in directions[EN_DE].translate(
+        list(look.COMPARE_EXAMPLE), beam_size=5))
+    left, right = look.compare_views(first, second, "decoder", 2, "3")
+    np.testing.assert_array_equal(np.asarray(left.data[0].z), first.attention.decoder[1, 2])
+    np.testing.assert_array_equal(np.asarray(right.data[0].z), second.attention.decoder[1, 2])
+    top = max(first.attention.decoder[1, 2].max(), second.attention.decoder[1, 2].max())
+    assert left.data[0].zmax == right.data[0].zmax == pytest.approx(top)
+    left, _ = look.compare_views(first, second, "encoder", 4, handlers.MEAN, rollout=True)
+    np.testing.assert_allclose(np.asarray(left.data[0].z), handlers.attention_rollout(first.attention.encoder)[3])
+    with pytest.raises(handlers.DemoInputError, match="the input is empty"):
+        look.compare(directions, EN_DE, "A dog.", "", 5)
+
