@@ -1,7 +1,8 @@
 """The Gradio app: translate, then inspect every layer's and head's attention of that translation.
 
-``python -m demo`` runs :func:`main`; :func:`build_demo` lays the handlers of :mod:`demo.handlers` out in a
-``gr.Blocks`` and is what tests launch. Only ``gr.Error`` reaches the page, so handler errors are turned into it here.
+``python -m demo`` runs :func:`main`; :func:`build_demo` lays the handlers of :mod:`demo.handlers` and
+:mod:`demo.inside` out in a ``gr.Blocks`` and is what tests launch. Only ``gr.Error`` reaches the page, so handler
+errors are turned into it here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import gradio as gr
 from serve import BundleError, Translator
 from serve.arguments import PORT, POSITIVE
 
-from . import figures, handlers
+from . import beamtree, figures, handlers, inside
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 EXAMPLES = [  # Multi30K-like image descriptions, written for the demo (not taken from the data set)
@@ -55,9 +56,16 @@ table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); 
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
 # Page-wide CSS (launch(css=...)): a component's css_template is scoped to it (an id selector) and cannot see the
 # dark-mode class on the page, so the dark shade is set here, with an id of its own to outrank the scoped rule.
+# A heatmap of many tokens (and the what-if's table) scrolls sideways in its box, labels apart.
 CSS = """.dark #alignment .alignment { --alignment-rgb: 125, 178, 255; }
-#head-plot { overflow-x: auto; }"""  # a heatmap of many tokens scrolls sideways in its box, labels apart
+.dark #beam-tree .beam-tree { --beam-rgb: 96, 150, 245; }
+#head-plot, #what-if-plot, #compare-plot-a, #compare-plot-b { overflow-x: auto; }
+#what-if-table table { display: block; width: max-content; max-width: 100%; overflow-x: auto; }
+#what-if-table th, #what-if-table td { padding: 2px 6px; white-space: nowrap; }"""
 
+# The whole translation shown again: no node of the tree is marked as the one shown (run in the page, no server).
+UNSELECT_NODE = ("() => document.querySelectorAll('#beam-tree g.n.selected')"
+                 ".forEach((node) => node.classList.remove('selected'))")
 
 def shown_on_page(handler):
     """The handler, with its DemoInputError turned into gr.Error: the only kind of error the page shows."""
@@ -94,23 +102,85 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result
 
     @shown_on_page
-    def views(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str):
+    def candidates(result: handlers.DemoTranslation | None, position: int):
         if result is None:
-            return (gr.skip(),) * 5
-        layers = handlers.layer_count(result, kind)
-        layer = str(min(int(layer), layers))
-        drawn = handlers.attention_views(result, kind, int(layer), head)
-        return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html,
-                gr.update(choices=[str(n) for n in range(1, layers + 1)], value=layer), gr.update(visible=True))
+            return gr.skip()
+        choices = inside.candidate_choices(directions, result, position)
+        return gr.update(choices=choices, value=inside.first_alternative(result, position, choices))
+
+    def show_translation(result: handlers.DemoTranslation | None):
+        """After a translation: the views show it whole, its search is drawn, the what-if starts at position 1 and
+        forgets the one before."""
+        if result is None:
+            return (gr.skip(),) * 9
+        positions = inside.position_choices(result)
+        return (result, "", inside.beam_tree_view(directions, result),
+                gr.update(choices=positions, value=1 if positions else None),
+                candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None)
+
+    @shown_on_page
+    def views(shown: handlers.DemoTranslation | None, kind: str, layer: str, head: str, rollout: bool):
+        if shown is None:
+            return (gr.skip(),) * 6
+        controls = control_updates(shown, kind, layer, rollout)
+        drawn = handlers.attention_views(shown, kind, int(controls[0]["value"]), head, rollout and kind == "encoder")
+        return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html, *controls)
 
     def clear_result():
-        return ("", "", "", None, None, None, "<p>Nothing translated: see the message above.</p>",
-                gr.update(value=None, visible=False))
+        return ("", "", "", None, None, None, None, "<p>Nothing translated: see the message above.</p>",
+                gr.update(value=None, visible=False), "", "<p>Nothing translated.</p>",
+                gr.update(choices=[], value=None), gr.update(choices=[], value=None), None, "", "", None)
 
     def export(result: handlers.DemoTranslation | None):
         if result is None:
             return gr.skip()
         return gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True)
+
+    def pick_node(event: gr.EventData):
+        return event.step + 1, event.index + 1
+
+    @shown_on_page
+    def show_node(result: handlers.DemoTranslation | None, step: int, index: int):
+        if result is None:
+            raise handlers.DemoInputError("Translate a sentence first: its search has the nodes.")
+        shown = inside.partial_hypothesis(directions, result, step, index)
+        return shown, inside.node_summary(shown, step, index)
+
+    def show_whole(result: handlers.DemoTranslation | None):
+        return result, ""
+
+    @shown_on_page
+    def what_if(result: handlers.DemoTranslation | None, position: int, candidate: str, typed: str, layer: str,
+                head: str):
+        if result is None:
+            raise handlers.DemoInputError("Translate a sentence first, then change it here.")
+        found = inside.what_if(directions, result, position, candidate, typed, layer, head)
+        return (found.result.text, f"Decoded on from {found.start}; the map of changes covers the positions both "
+                                   f"translations have.\n\n{found.table}", found.difference, found.result)
+
+    @shown_on_page
+    def what_if_redraw(result, new, layer: str, head: str):
+        if result is None or new is None:
+            return gr.skip()
+        return inside.cross_difference(result, new, layer, head)
+
+    @shown_on_page
+    def compare(first: str, second: str, direction: str, beam_size: int, kind: str, layer: str, head: str,
+                rollout: bool):
+        pair = inside.compare(directions, direction, first, second, beam_size)
+        drawn = inside.compare_views(*pair, kind, layer, head, rollout and kind == "encoder")
+        return (pair[0].text, pair[1].text, *drawn, pair)
+
+    @shown_on_page
+    def compare_redraw(pair, kind: str, layer: str, head: str, rollout: bool):
+        if pair is None:
+            return (gr.skip(),) * 5
+        controls = control_updates(pair[0], kind, layer, rollout)
+        drawn = inside.compare_views(*pair, kind, int(controls[0]["value"]), head, rollout and kind == "encoder")
+        return (*drawn, *controls)
+
+    def compare_control_updates(pair, kind: str, layer: str, rollout: bool):
+        return control_updates(pair[0], kind, layer, rollout) if pair else (gr.skip(),) * 3
 
     worked_example = shown_on_page(handlers.worked_example_view)
     positional_encoding = shown_on_page(handlers.positional_encoding_view)
@@ -118,26 +188,68 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
-        result_state = gr.State(None)
+        result_state = gr.State(None)  # the translation
+        shown_state = gr.State(None)  # what the attention views show: the translation, or a node of its search
+        what_if_state = gr.State(None)  # the what-if's new translation
+        compare_state = gr.State(None)  # the two compared translations
         with gr.Tab("Translate"):  # short tab names: both stay visible on a phone, not behind a "…" menu
             page = translate_tab(directions, default_direction, examples, first)
         with gr.Tab("How attention works"):
             lesson = lesson_tab(first)
 
-        view_inputs = [result_state, page.kind, page.layer, page.head]
-        view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head]
-        cleared = [page.translation, page.confidence, page.notices, result_state, page.head_plot, page.heads_plot,
-                   page.alignment, page.download]
+        view_inputs = [shown_state, page.kind, page.layer, page.head, page.rollout]
+        view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head, page.rollout]
+        cleared = [page.translation, page.confidence, page.notices, result_state, shown_state, page.head_plot,
+                   page.heads_plot, page.alignment, page.download, page.node_status, page.tree, page.position,
+                   page.candidate, page.what_if_plot, page.what_if_translation, page.what_if_table, what_if_state]
         for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
                              (page.source.submit, dict(api_visibility="private")),
                              (page.examples.load_input_event.then, dict(api_visibility="private"))):
             event = trigger(translate, [page.source, page.direction, page.beam_size],
                             [page.translation, page.confidence, page.notices, result_state], **api)
             event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
-            (event.success(views, view_inputs, view_outputs, api_visibility="private")
+            (event.success(show_translation, [result_state],
+                           [shown_state, page.node_status, page.tree, page.position, page.candidate, what_if_state,
+                            page.what_if_translation, page.what_if_table, page.what_if_plot], api_visibility="private")
+             .success(views, view_inputs, view_outputs, api_visibility="private")
              .success(export, [result_state], [page.download], api_visibility="private"))
-        for control in (page.kind, page.layer, page.head):
+        for control in (page.kind, page.layer, page.head, page.rollout):
             control.input(views, view_inputs, view_outputs, api_visibility="private")
+
+        # The beam tree: a node clicked in the page (or a step and candidate through the API) shows its attention.
+        page.tree.select(pick_node, None, [page.node_step, page.node_index], api_visibility="private").then(
+            show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
+            api_name="beam_node").success(views, view_inputs, view_outputs, api_visibility="private")
+        page.whole.click(None, None, None, js=UNSELECT_NODE, api_visibility="private")
+        page.whole.click(show_whole, [result_state], [shown_state, page.node_status],
+                         api_name="whole_translation").success(views, view_inputs, view_outputs,
+                                                               api_visibility="private")
+
+        page.position.input(candidates, [result_state, page.position], [page.candidate], api_visibility="private")
+        what_if_outputs = [page.what_if_translation, page.what_if_table, page.what_if_plot, what_if_state]
+        page.what_if_button.click(
+            what_if, [result_state, page.position, page.candidate, page.what_if_typed, page.what_if_layer,
+                      page.what_if_head], what_if_outputs, api_name="what_if"
+        ).failure(lambda: ("", "", None, None), None, what_if_outputs, api_visibility="private")  # nothing stale
+        for control in (page.what_if_layer, page.what_if_head):
+            control.input(what_if_redraw, [result_state, what_if_state, page.what_if_layer, page.what_if_head],
+                          [page.what_if_plot], api_visibility="private")
+
+        compare_controls = [page.compare_kind, page.compare_layer, page.compare_head, page.compare_rollout]
+        compare_outputs = [page.compare_plots[0], page.compare_plots[1], page.compare_layer, page.compare_head,
+                           page.compare_rollout]
+        compared = [*page.compare_translations, *page.compare_plots, compare_state]
+        event = page.compare_button.click(
+            compare, [*page.compare_texts, page.direction, page.beam_size, *compare_controls], compared,
+            api_name="compare")
+        event.failure(lambda: ("", "", None, None, None), None, compared, api_visibility="private")
+        event.success(compare_control_updates,
+                      [compare_state, page.compare_kind, page.compare_layer, page.compare_rollout],
+                      compare_outputs[2:], api_visibility="private")
+        for control in compare_controls:
+            control.input(compare_redraw, [compare_state, *compare_controls], compare_outputs,
+                          api_visibility="private")
+
         # One event per control: Enter, blur, arrow keys and drag all change the value; the last one wins.
         lesson.seed.change(worked_example, [lesson.seed], [lesson.html, lesson.plot], api_name="worked_example",
                            trigger_mode="always_last")
@@ -147,6 +259,36 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
                                  trigger_mode="always_last")
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def control_updates(result: handlers.DemoTranslation, kind: str, layer: str, rollout: bool) -> tuple[dict, ...]:
+    """The layer menu for an attention kind (its layers; the chosen one kept when that kind has it), the head menu
+    (idle under a rollout, which averages the heads) and the rollout switch (the encoder's only)."""
+    layers = handlers.layer_count(result, kind)
+    return (gr.update(choices=[str(n) for n in range(1, layers + 1)], value=str(min(int(layer), layers))),
+            gr.update(interactive=not (rollout and kind == "encoder")), gr.update(visible=kind == "encoder"))
+
+
+def attention_controls(first, prefix: str = "") -> SimpleNamespace:
+    """The attention kind, layer, head and (for the encoder) rollout controls, in a row of the current Blocks."""
+    with gr.Row():
+        kind = gr.Radio([(label, key) for key, label in handlers.ATTENTION_KINDS.items()], value="cross",
+                        label="Attention", elem_id=f"{prefix}kind", scale=3)
+        layer, head = layer_head_controls(first, prefix)
+    rollout = gr.Checkbox(False, label="Attention rollout over the encoder layers (Abnar & Zuidema 2020)",
+                          info="Each layer's mean over heads plus the identity (the residual), rows renormalized, "
+                               "multiplied from layer 1 up to the chosen layer: what each position draws on the "
+                               "input tokens through all those layers.", visible=False, elem_id=f"{prefix}rollout")
+    return SimpleNamespace(kind=kind, layer=layer, head=head, rollout=rollout)
+
+
+def layer_head_controls(first, prefix: str = "") -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The layer and head menus (the decoder's layers: the cross-attention kind comes first)."""
+    layer = gr.Dropdown([str(n) for n in range(1, first.n_decoder_layers + 1)], value="1", label="Layer",
+                        elem_id=f"{prefix}layer", scale=1, min_width=100)
+    head = gr.Dropdown(head_choices(first.n_heads), value=handlers.MEAN, label="Head", elem_id=f"{prefix}head",
+                       scale=1, min_width=170)
+    return layer, head
 
 
 def translate_tab(directions: Mapping[str, Translator], default_direction: str, examples: list,
@@ -174,14 +316,20 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
                            label="Examples (Multi30K-like): click one to translate it")
 
+    # Each look-inside view is an accordion of its own; more views go beside them.
+    with gr.Accordion("Beam search: every candidate the search ranked", open=True, elem_id="beam-search"):
+        tree = gr.HTML("<p>Translate a sentence to see its search.</p>", css_template=beamtree.BEAM_TREE_CSS,
+                       js_on_load=beamtree.BEAM_TREE_SCRIPT, elem_id="beam-tree", padding=False)
+        node_step = gr.Number(label="Step", precision=0, visible=False, elem_id="node-step")
+        node_index = gr.Number(label="Candidate", precision=0, visible=False, elem_id="node-index")
+
     gr.Markdown("### Inspect the attention of this translation")
-    with gr.Row():
-        kind = gr.Radio([(label, key) for key, label in handlers.ATTENTION_KINDS.items()], value="cross",
-                        label="Attention", elem_id="kind", scale=3)
-        layer = gr.Dropdown([str(n) for n in range(1, first.n_decoder_layers + 1)], value="1",
-                            label="Layer", elem_id="layer", scale=1, min_width=100)
-        head = gr.Dropdown(head_choices(first.n_heads), value=handlers.MEAN, label="Head", elem_id="head",
-                           scale=1, min_width=140)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=280):
+            node_status = gr.Markdown(label="Shown", elem_id="node-status")
+        with gr.Column(scale=1, min_width=200):
+            whole = gr.Button("Show the whole translation", size="sm", elem_id="whole")
+    controls = attention_controls(first)
     alignment = gr.HTML("<p>Translate a sentence to see which source tokens each output token attends "
                         "to.</p>", css_template=figures.ALIGNMENT_CSS, js_on_load=figures.ALIGNMENT_SCRIPT,
                         elem_id="alignment", padding=True)
@@ -190,10 +338,58 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
     heads_plot = gr.Plot(label="All heads of the layer", show_label=False, elem_id="heads-plot")
     download = gr.DownloadButton("Download the translation and all attention weights (JSON)",
                                  visible=False, elem_id="download")
+
+    with gr.Accordion("What if: another token at one position, and decoding goes on from it", open=False,
+                      elem_id="what-if"):
+        gr.Markdown("Pick an output position and one of the candidates the search ranked there (or type the start "
+                    "of the translation); the search decodes on from it with the same beam size.")
+        with gr.Row():
+            # Their choices follow the translation; the handler checks a value against them.
+            position = gr.Dropdown([], label="Position", elem_id="what-if-position", min_width=160,
+                                   allow_custom_value=True)
+            candidate = gr.Dropdown([], label="Candidate", elem_id="what-if-candidate", min_width=200,
+                                    allow_custom_value=True)
+        what_if_typed = gr.Textbox(label="…or type the start of the translation", elem_id="what-if-typed",
+                                   placeholder="e.g. Die Frau", info="When not blank, it is used instead of the "
+                                                                    "position and candidate.")
+        with gr.Row():
+            what_if_layer, what_if_head = layer_head_controls(first, "what-if-")
+            what_if_button = gr.Button("Decode from here", variant="primary", elem_id="what-if-run", scale=1,
+                                       min_width=160)
+        what_if_translation = gr.Textbox(label="New translation", interactive=False, elem_id="what-if-translation")
+        what_if_table = gr.Markdown(label="Log-probabilities", elem_id="what-if-table")
+        what_if_plot = gr.Plot(label="Change of the cross-attention", show_label=False, elem_id="what-if-plot")
+
+    with gr.Accordion("Two sentences side by side", open=False, elem_id="compare"):
+        gr.Markdown("Both are translated in the direction and with the beam size above, and shown with the same "
+                    "attention kind, layer and head on one colour scale.")
+        with gr.Row():
+            compare_texts = [gr.Textbox(text, label=f"Sentence {name}", elem_id=f"compare-source-{name.lower()}",
+                                        min_width=240) for name, text in zip("AB", inside.COMPARE_EXAMPLE)]
+        compare_button = gr.Button("Translate both", variant="primary", elem_id="compare-run")
+        compare_controls = attention_controls(first, "compare-")
+        with gr.Row():
+            with gr.Column(min_width=300):
+                first_translation = gr.Textbox(label="Translation A", interactive=False,
+                                               elem_id="compare-translation-a")
+                first_plot = gr.Plot(label="Attention A", show_label=False, elem_id="compare-plot-a")
+            with gr.Column(min_width=300):
+                second_translation = gr.Textbox(label="Translation B", interactive=False,
+                                                elem_id="compare-translation-b")
+                second_plot = gr.Plot(label="Attention B", show_label=False, elem_id="compare-plot-b")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
                            translation=translation, confidence=confidence, notices=notices, examples=examples,
-                           kind=kind, layer=layer, head=head,
-                           alignment=alignment, head_plot=head_plot, heads_plot=heads_plot, download=download)
+                           tree=tree, node_step=node_step, node_index=node_index, node_status=node_status,
+                           whole=whole, kind=controls.kind, layer=controls.layer, head=controls.head,
+                           rollout=controls.rollout, alignment=alignment, head_plot=head_plot, heads_plot=heads_plot,
+                           download=download, position=position, candidate=candidate, what_if_typed=what_if_typed,
+                           what_if_layer=what_if_layer, what_if_head=what_if_head, what_if_button=what_if_button,
+                           what_if_translation=what_if_translation, what_if_table=what_if_table,
+                           what_if_plot=what_if_plot, compare_texts=compare_texts, compare_button=compare_button,
+                           compare_kind=compare_controls.kind, compare_layer=compare_controls.layer,
+                           compare_head=compare_controls.head, compare_rollout=compare_controls.rollout,
+                           compare_translations=[first_translation, second_translation],
+                           compare_plots=[first_plot, second_plot])
 
 
 def lesson_tab(first) -> SimpleNamespace:

@@ -81,20 +81,23 @@ def beam_tree_html(record: BeamRecord, token: Callable[[int], str]) -> str:
                 kept_ranks_here.append(index)
                 kept += 1
             label = html.escape(node_label(record, step, index, name, on_path), quote=True)
+            tab_index = 0 if (step, index) == entry else -1
             nodes.append(f"<g class='n {node.status}{' chosen' if on_path else ''}' data-s='{step}' data-i='{index}' "
-                         f"data-p='{node.parent}'{kept_attribute} tabindex='{0 if (step, index) == entry else -1}' role='button' aria-label='{label}'>"
+                         f"data-p='{node.parent}'{kept_attribute} tabindex='{tab_index}' role='button' "
+                         f"aria-label='{label}'>"
                          f"<rect x='{x}' y='{y}' width='{NODE_WIDTH}' height='{NODE_HEIGHT}' rx='4'/>"
                          f"<text x='{x + 6}' y='{y + 15}'>{html.escape(short(name))}</text></g>")
         kept_ranks = kept_ranks_here or [0]
     root = (f"<g class='n root chosen'><rect x='{LEFT}' y='{TOP}' width='{NODE_WIDTH}' height='{NODE_HEIGHT}' "
             f"rx='4'/><text x='{LEFT + 6}' y='{TOP + 15}'>&lt;s&gt;</text></g>")
     svg = (f"<svg class='beam-svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='group' "
-           f"aria-label='beam search: {len(record.steps)} steps'>{''.join(numbers)}{''.join(edges)}{root}{''.join(nodes)}</svg>")
+           f"aria-label='beam search: {len(record.steps)} steps'>"
+           f"{''.join(numbers)}{''.join(edges)}{root}{''.join(nodes)}</svg>")
     return (
         "<div class='beam-tree'>"
         "<div class='beam-legend'><span class='key chosen'>the translation</span> <span class='key kept'>kept</span> "
         "<span class='key finished'>finished (EOS)</span> <span class='key stopped'>stopped (length)</span> "
-        "<span class='key pruned'>pruned</span></div>"
+        "<span class='key pruned'>pruned</span> <span class='key selected'>shown below</span></div>"
         f"<div class='beam-scroll'>{svg}</div>"
         "<div class='beam-status' aria-live='polite'>Hover, focus or tap a node for its token and scores; click it (or "
         "press Enter) to show its attention above. Arrow keys move between nodes.</div>"
@@ -153,6 +156,7 @@ BEAM_TREE_CSS = """
 .beam-legend .key.finished { border-color: rgb(22, 163, 74); border-width: 2.5px; }
 .beam-legend .key.stopped { border-color: rgb(234, 88, 12); border-width: 2.5px; }
 .beam-legend .key.pruned { border-style: dashed; opacity: 0.6; }
+.beam-legend .key.selected { border-color: rgb(234, 179, 8); border-width: 2.5px; }
 .beam-scroll { overflow: auto; max-width: 100%; max-height: 60vh; border: 1px solid rgba(128, 128, 128, 0.25);
   border-radius: 6px; }
 .beam-svg { display: block; font-size: 12px; }
