@@ -28,8 +28,9 @@ def beam_tree_view(directions: Mapping[str, Translator], result: DemoTranslation
 
 
 def whole_number(value, what: str) -> int:
-    """value as an int (a float that is whole is one too); DemoInputError naming ``what`` otherwise."""
-    if isinstance(value, float) and value.is_integer():
+    """value as an int (a whole float, or digits typed into a menu, are one too); DemoInputError naming ``what``
+    otherwise."""
+    if isinstance(value, float) and value.is_integer() or isinstance(value, str) and value.strip().isdecimal():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise DemoInputError(f"The {what} must be a whole number, got {value!r}.")

@@ -575,6 +575,8 @@ def test_a_node_shows_the_attention_of_its_partial_hypothesis(directions, sees):
     assert other.score == pytest.approx(path[-1].log_prob) and len(other.attention.target_tokens) == 3
     assert other.token_log_probs == tuple(node.token_log_prob for node in path)
     assert "step 3, candidate" in look.node_summary(other, 3, pruned + 1)
+    typed = look.partial_hypothesis(directions, sees, " 3", 2.0)  # digits typed into a menu, a whole float
+    assert typed.token_log_probs == tuple(node.token_log_prob for node in sees.beams.path(2, 1))
     for step, index, message in ((99, 1, "Step 99 does not exist; this search has"), (1, 40, "has 10 candidates"),
                                  (1.5, 1, "step must be a whole number"), (1, None, "candidate must be a whole")):
         with pytest.raises(handlers.DemoInputError, match=message):
