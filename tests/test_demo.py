@@ -710,12 +710,8 @@ def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, hei
             page.keyboard.press("Enter")
             expect(page.locator("#node-status")).to_contain_text("step 2, candidate 2", timeout=30_000)
             expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
-            page.locator("#whole").click()
-            expect(page.locator("#head-plot .ytick")).to_have_count(len(tokens), timeout=30_000)
-            expect(page.locator("#node-status")).to_have_text("")
-            expect(page.locator("#beam-tree g.n.selected")).to_have_count(0)  # no node claims to be shown
 
-            # rollout: the encoder view's switch, with the head menu idle
+            # rollout: the encoder view's switch, with the head menu idle (here for the node just chosen)
             expect(page.locator("#rollout")).to_be_hidden()
             page.locator("#kind").get_by_label("Encoder self-attention").check()
             page.locator("#rollout input").check()
@@ -724,6 +720,14 @@ def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, hei
             assert inside(boxes(page, "#rollout")[0], (0, 0, width, 1e9))
             page.locator("#beam-search").scroll_into_view_if_needed()
             page.screenshot(path=str(tmp_path / f"look-inside-{width}-beams.png"))
+
+            # back to the whole translation
+            page.locator("#kind").get_by_label("Encoder–decoder (cross) attention").check()
+            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
+            page.locator("#whole").click()
+            expect(page.locator("#head-plot .ytick")).to_have_count(len(tokens), timeout=30_000)
+            expect(page.locator("#node-status")).to_have_text("")
+            expect(page.locator("#beam-tree g.n.selected")).to_have_count(0)  # no node claims to be shown
 
             # what if: another candidate at position 3, decoded on
             page.locator("#what-if").get_by_text("What if").first.click()
