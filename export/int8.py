@@ -1,0 +1,196 @@
+"""Row-wise int8 for every linear layer of an ONNX graph, so that a row's output never depends on its batch mates.
+
+A generic pass over the graph, not over names: every ``MatMul`` (and ``Gemm``) whose second input is a constant 2-D
+float weight (an initializer, a ``Constant`` node, or either transposed, as the tied output projection is exported)
+becomes::
+
+    scale = max(|x| over the last axis) / 127                          one scale per row (per token), as CTranslate2
+    q     = uint8(round(x / scale) + 128)                              shifted into uint8: onnxruntime's fast kernel
+    y     = MatMulIntegerToFloat(q, w_int8, 1, w_scale, 128) * scale   int8 weights, one scale per output column
+
+(``com.microsoft.MatMulIntegerToFloat``; signed int8 activations take a slow path, see
+``/work/shared/probes/int8_rowwise.py``). Each activation is quantized once however many weights read it (the
+query, key and value projections share theirs). The integer product is exact and every other operation acts on
+one row, so a row's result is bitwise the same alone or in any batch. Weights that nothing else reads are dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+MICROSOFT = "com.microsoft"
+PREFIX = "int8"  # every name the pass adds starts with it
+
+
+def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A [K, N] float weight as int8 [K, N] and one float32 scale per output column [N] (absolute max / 127)."""
+    scale = np.abs(weight).max(axis=0) / 127.0  # [N]
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # an all-zero column stays zero with any scale
+    return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
+
+
+class _Rewriter:
+    """One graph's rewrite: the constants it reads, the nodes it writes, the activations already quantized."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.graph = model.graph
+        self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        self.initializers = {tensor.name: tensor for tensor in self.graph.initializer}
+        self.producers = {output: node for node in self.graph.node for output in node.output}
+        self.added: list[onnx.TensorProto] = []
+        self.quantized: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, row scales)
+        self.weights: dict[tuple[str, bool], tuple[str, str]] = {}  # (constant, transposed) -> (int8, column scales)
+        self.constants: dict[str, str] = {}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a constant tensor name (initializer or Constant node), else None."""
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def weight_source(self, name: str) -> tuple[str, bool] | None:
+        """(constant name, transposed) when name is a 2-D float constant or its transpose, else None."""
+        node = self.producers.get(name)
+        transposed = node is not None and node.op_type == "Transpose" and [
+            list(a.ints) for a in node.attribute if a.name == "perm"] in ([[1, 0]], [])
+        source = node.input[0] if transposed else name
+        value = self.constant(source)
+        if value is None or value.ndim != 2 or value.dtype != np.float32:
+            return None
+        return source, transposed
+
+    def shared(self, value, dtype) -> str:
+        """The name of a scalar constant (one initializer per value)."""
+        array = np.array(value, dtype=dtype)
+        key = f"{array.dtype}:{array.item()!r}"
+        if key not in self.constants:
+            self.constants[key] = f"{PREFIX}/const_{len(self.constants)}"
+            self.added.append(numpy_helper.from_array(array, self.constants[key]))
+        return self.constants[key]
+
+    def quantize_weight(self, source: tuple[str, bool]) -> tuple[str, str]:
+        if source not in self.weights:
+            name, transposed = source
+            value = self.constant(name)
+            weight_q, scale = quantize_weight(value.T if transposed else value)  # [K, N]
+            base = f"{PREFIX}/{name}{'.T' if transposed else ''}"
+            names = f"{base}/weight", f"{base}/scale"
+            self.added += [numpy_helper.from_array(weight_q, names[0]), numpy_helper.from_array(scale, names[1])]
+            self.weights[source] = names
+        return self.weights[source]
+
+    def quantize_rows(self, activation: str, nodes: list[onnx.NodeProto]) -> tuple[str, str]:
+        """Append the nodes quantizing activation [..., K] row by row: (uint8 [..., K], scales [..., 1])."""
+        if activation in self.quantized:
+            return self.quantized[activation]
+        base = f"{PREFIX}/{activation}"
+        reduce = ({"inputs": [f"{base}/abs", self.axes()]} if self.opset >= 18
+                  else {"inputs": [f"{base}/abs"], "axes": [-1]})
+        nodes += [
+            helper.make_node("Abs", [activation], [f"{base}/abs"]),
+            helper.make_node("ReduceMax", reduce.pop("inputs"), [f"{base}/max"], keepdims=1, **reduce),  # [..., 1]
+            helper.make_node("Mul", [f"{base}/max", self.shared(1 / 127, np.float32)], [f"{base}/raw_scale"]),
+            helper.make_node("Max", [f"{base}/raw_scale", self.shared(np.finfo(np.float32).tiny, np.float32)],
+                             [f"{base}/scale"]),  # an all-zero row divides by the smallest float: zeros stay zeros
+            helper.make_node("Div", [activation, f"{base}/scale"], [f"{base}/scaled"]),
+            helper.make_node("Round", [f"{base}/scaled"], [f"{base}/rounded"]),
+            helper.make_node("Add", [f"{base}/rounded", self.shared(128, np.float32)], [f"{base}/shifted"]),
+            helper.make_node("Cast", [f"{base}/shifted"], [f"{base}/uint8"], to=TensorProto.UINT8),
+        ]
+        self.quantized[activation] = f"{base}/uint8", f"{base}/scale"
+        return self.quantized[activation]
+
+    def axes(self) -> str:
+        if "axes" not in self.constants:
+            self.constants["axes"] = f"{PREFIX}/axes_last"
+            self.added.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), self.constants["axes"]))
+        return self.constants["axes"]
+
+    def linear(self, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+        """The int8 nodes replacing node, or None when it is not a linear layer with a constant weight."""
+        if node.op_type == "MatMul":
+            attributes = {}
+        elif node.op_type == "Gemm":
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attributes.get("transA", 0):
+                return None
+        else:
+            return None
+        source = self.weight_source(node.input[1])
+        if source is None:
+            return None
+        if attributes.get("transB", 0):
+            source = source[0], not source[1]
+        nodes: list[onnx.NodeProto] = []
+        rows, row_scale = self.quantize_rows(node.input[0], nodes)
+        weight, column_scale = self.quantize_weight(source)
+        base = f"{PREFIX}/{node.output[0]}"
+        nodes.append(helper.make_node(
+            "MatMulIntegerToFloat", [rows, weight, self.shared(1.0, np.float32), column_scale,
+                                     self.shared(128, np.uint8)], [f"{base}/columns"], domain=MICROSOFT))
+        if node.op_type == "MatMul":
+            nodes.append(helper.make_node("Mul", [f"{base}/columns", row_scale], [node.output[0]]))
+            return nodes
+        alpha, beta = attributes.get("alpha", 1.0), attributes.get("beta", 1.0)  # Gemm: alpha A B + beta C
+        nodes.append(helper.make_node("Mul", [f"{base}/columns", row_scale], [f"{base}/product"]))
+        product = f"{base}/product"
+        if alpha != 1.0:
+            nodes.append(helper.make_node("Mul", [product, self.shared(alpha, np.float32)], [f"{base}/alpha"]))
+            product = f"{base}/alpha"
+        if len(node.input) < 3 or not node.input[2]:
+            nodes.append(helper.make_node("Identity", [product], [node.output[0]]))
+            return nodes
+        bias = node.input[2]
+        if beta != 1.0:
+            nodes.append(helper.make_node("Mul", [bias, self.shared(beta, np.float32)], [f"{base}/beta"]))
+            bias = f"{base}/beta"
+        nodes.append(helper.make_node("Add", [product, bias], [node.output[0]]))
+        return nodes
+
+
+def drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove nodes none of whose outputs is read, and initializers nothing reads (in place)."""
+    needed = {output.name for output in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(output in needed for output in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    initializers = [tensor for tensor in graph.initializer if tensor.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+
+
+def quantize_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of model with every linear layer row-wise int8, and how many nodes were rewritten."""
+    quantized = onnx.ModelProto()
+    quantized.CopyFrom(model)
+    rewriter = _Rewriter(quantized)
+    nodes, rewritten = [], 0
+    for node in quantized.graph.node:
+        replacement = rewriter.linear(node)
+        rewritten += replacement is not None
+        nodes += replacement if replacement is not None else [node]
+    del quantized.graph.node[:]
+    quantized.graph.node.extend(nodes)
+    quantized.graph.initializer.extend(rewriter.added)
+    drop_unused(quantized.graph)
+    if rewritten and not any(o.domain == MICROSOFT for o in quantized.opset_import):
+        quantized.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
+    return quantized, rewritten
+
+
+def quantize_file(source: Path, target: Path) -> int:
+    """Write source's graph with row-wise int8 linear layers to target; returns how many nodes were rewritten."""
+    quantized, rewritten = quantize_model(onnx.load(str(source)))
+    onnx.save(quantized, str(target))
+    return rewritten
