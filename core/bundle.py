@@ -7,7 +7,9 @@ A bundle folder holds ``manifest.json``, ``encoder.onnx`` and ``decoder_step.onn
 once per source, then one step at a time with per-layer caches in and out, log-softmax and top-k inside),
 ``teacher_forced.onnx`` (encode and decode given tokens at once, with every attention weight and trace; only for
 ``return_attention``, ``return_trace``, ``target_prefix`` and the export's checks), ``config.json`` and
-``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). Loading verifies every file's sha256 against the manifest first.
+``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). The row-wise int8 copies ``encoder.int8.onnx``
+and ``decoder_step.int8.onnx`` serve ``precision="int8"``. Loading verifies the sha256 of every file it reads against
+the manifest first.
 A calibrated bundle also lists ``confidence.json`` (written by ``python -m serve.calibrate``, added to the manifest
 with :func:`add_to_manifest`); a bundle without it translates with ``confidence=None``.
 """
@@ -31,15 +33,22 @@ from core.tokenizer import Tokenizer
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
 # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step; 3: every graph takes head masks,
-# encoder.onnx and decoder.onnx return the attention traces
+# teacher_forced.onnx (in place of decoder.onnx) returns the attention weights and traces
 BUNDLE_FORMAT_VERSION = 3
 GRAPHS = ("encoder", "decoder_step", "teacher_forced")
 ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
+PRECISIONS = ("float32", "int8")
+INT8_GRAPHS = ("encoder", "decoder_step")  # row-wise int8 copies (export/int8.py); teacher_forced.onnx stays float32
 SEARCH_RULES = {"max_length_a": MAX_LENGTH_A, "max_length_b": MAX_LENGTH_B}  # the manifest's "search": every runtime
 
 
 class BundleError(RuntimeError):
     """A bundle folder that is missing, incomplete, or whose files do not match their manifest."""
+
+
+def graph_key(name: str, precision: str) -> str:
+    """The manifest's ``graphs`` key of graph ``name`` at ``precision``: "decoder_step" or "decoder_step_int8"."""
+    return f"{name}_{precision}" if precision != "float32" and name in INT8_GRAPHS else name
 
 
 def sha256_of(path: Path) -> str:
@@ -165,18 +174,25 @@ class OnnxBackend:
         self.teacher_forced_outputs = [output.name for output in self.teacher_forced_graph.get_outputs()]
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, threads: int = 0) -> tuple["OnnxBackend", Tokenizer, dict]:
-        """Verify a bundle's checksums, then load its graphs, tokenizer and manifest."""
+    def from_bundle(cls, directory: str | Path, threads: int = 0,
+                    precision: str = "float32") -> tuple["OnnxBackend", Tokenizer, dict]:
+        """Verify a bundle's checksums, then load its graphs (``precision`` "int8": the row-wise int8 encoder and
+        step graphs), tokenizer and manifest."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         directory = Path(directory)
         manifest = load_manifest(directory)
         graphs = manifest["graphs"]
-        files = {name: graphs[name]["file"] for name in GRAPHS}
+        if any(graph_key(name, precision) not in graphs for name in GRAPHS):
+            raise BundleError(f"{directory} has no {precision} graphs: export the model again "
+                              "(python -m export MODEL_DIR --force) or translate in float32")
+        files = {name: graphs[graph_key(name, precision)]["file"] for name in GRAPHS}
         verify_checksums(directory, manifest, [*files.values(), manifest["tokenizer"], "config.json"])
         config = TransformerConfig.from_dict(manifest["config"])
         tokenizer = Tokenizer.load(directory / manifest["tokenizer"])
         tokenizer.check_compatible(config)
         paths = {name: directory / file for name, file in files.items()}
-        return cls(paths, config, graphs["decoder_step"]["top_k"], threads), tokenizer, manifest
+        return cls(paths, config, graphs[graph_key("decoder_step", precision)]["top_k"], threads), tokenizer, manifest
 
     def head_mask_rows(self, head_mask: HeadMask | None, count: int) -> HeadMask:
         """``head_mask`` (None: every head on) for ``count`` rows, as the graphs take it."""

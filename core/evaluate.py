@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sacrebleu
 
-from .bundle import MANIFEST_FILE, OnnxBackend
+from .bundle import MANIFEST_FILE, PRECISIONS, OnnxBackend
 from .data import read_lines
 from .translator import BaseTranslator, available_cores
 
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="an ONNX bundle's graphs to run: float32 or its row-wise int8 ones")
     parser.add_argument("--output", type=Path, help="also write the translations here, one per line")
     parser.add_argument("--record", nargs=2, metavar=("FILE", "NAME"),
                         help="also store the result, with this command, under NAME in the JSON file FILE")
@@ -80,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     tokenized_references = read_lines(args.ref_tok) if args.ref_tok else None
     lang = args.tgt_lang or Path(args.ref).suffix.lstrip(".") or "en"
     if (args.model / MANIFEST_FILE).is_file():  # an ONNX bundle, translated by onnxruntime without torch
-        backend, tokenizer, _ = OnnxBackend.from_bundle(args.model, threads=1)
+        backend, tokenizer, _ = OnnxBackend.from_bundle(args.model, threads=1, precision=args.precision)
         translator = BaseTranslator(backend, tokenizer, workers=available_cores())
+    elif args.precision != "float32":
+        sys.exit(f"--precision {args.precision}: {args.model} is a PyTorch model folder, not an exported bundle")
     else:
         from .decoding import TorchTranslator
 
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         args.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     result = score(hypotheses, references, tokenized_references, lang)
     result.update(beam=args.beam, length_penalty=args.length_penalty, sentences=len(sources),
-                  translate_seconds=round(seconds, 1), model=str(args.model), src=args.src, ref=args.ref)
+                  translate_seconds=round(seconds, 1), model=str(args.model), precision=args.precision, src=args.src,
+                  ref=args.ref)
     if args.record:
         record(Path(args.record[0]), args.record[1], result, argv if argv is not None else sys.argv[1:])
     print(json.dumps(result))

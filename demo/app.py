@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from serve import BundleError, Translator
-from serve.arguments import PORT, POSITIVE
+from serve.arguments import PORT, POSITIVE, add_precision
 
 from . import beamtree, figures, handlers, inside
 
@@ -426,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"an exported bundle folder; repeat for more (default: every */onnx in {MODELS_DIR})")
     parser.add_argument("--max-queue", type=POSITIVE, default=64, help="requests that may wait; more are refused")
     parser.add_argument("--concurrency", type=POSITIVE, default=2, help="translations run at the same time")
+    add_precision(parser)
     return parser
 
 
@@ -447,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "choose another --port")
     try:
         bundles = args.models or handlers.find_bundles(MODELS_DIR)
-        directions = handlers.load_directions(bundles)
+        directions = handlers.load_directions(bundles, precision=args.precision)
     except (OSError, ValueError, BundleError) as error:
         raise SystemExit(f"python -m demo: --model: {error}") from None
     print("models: " + ", ".join(f"{label} ({t.directory})" for label, t in directions.items()), flush=True)

@@ -81,11 +81,12 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
     return bundles
 
 
-def load_directions(bundle_dirs: Sequence[str | Path]) -> dict[str, Translator]:
-    """Load each bundle once: {direction label: translator}, in the given order."""
+def load_directions(bundle_dirs: Sequence[str | Path], precision: str = "float32") -> dict[str, Translator]:
+    """Load each bundle once (``precision``: see :class:`serve.Translator`): {direction label: translator}, in the
+    given order."""
     directions: dict[str, Translator] = {}
     for directory in bundle_dirs:
-        translator = Translator(directory)
+        translator = Translator(directory, precision=precision)
         label = direction_label(translator)
         if label in directions:
             raise ValueError(f"two bundles translate {label}: {directions[label].directory} and {directory}")

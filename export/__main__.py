@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {out}: greedy tokens equal on {parity['sentences']} sentences, "
           f"max |logit diff| {parity['max_logit_difference']:.2e}, "
           f"max |attention diff| {parity['max_attention_difference']:.2e}")
+    int8 = parity["int8"]
+    print(f"  int8 graphs: top-1 equal to float32 on {int8['top1_agreement']:.1%} of {int8['steps']} steps, "
+          f"the same tokens alone and batched")
     for name, entry in manifest["files"].items():
         print(f"  {name:24s} {entry['bytes'] / 1e6:8.2f} MB")
 

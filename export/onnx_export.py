@@ -54,11 +54,14 @@ from core.heads import HEAD_KINDS, HeadMask, trace_output_names
 from core.model import KVCache, Transformer
 from core.search import pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
-from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ENCODER_OUTPUTS, MANIFEST_FILE, SEARCH_RULES,
-                         OnnxBackend, file_entry, write_manifest_file)
+from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ENCODER_OUTPUTS, INT8_GRAPHS, MANIFEST_FILE,
+                         SEARCH_RULES, OnnxBackend, file_entry, graph_key, write_manifest_file)
+from export.int8 import quantize_file
 
 ENCODER_FILE, STEP_FILE, TEACHER_FORCED_FILE = "encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"
 GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "teacher_forced": TEACHER_FORCED_FILE}
+INT8_FILES = {name: GRAPH_FILES[name].replace(".onnx", ".int8.onnx") for name in INT8_GRAPHS}
+MIN_INT8_AGREEMENT = 0.9  # share of teacher-forced steps whose int8 top-1 token is float32's
 MAX_TOP_K = 32  # tokens per row the step graph returns: enough for beams up to 16
 LOGIT_TOLERANCE, ATTENTION_TOLERANCE = 1e-4, 1e-5
 # Real sentences for the built-in parity check, in the languages of the shipped models; any text works.
@@ -333,6 +336,44 @@ def compare_steps(report: ParityReport, runtime: OnnxBackend, torch_backend: Tor
         )
 
 
+def write_int8_graphs(bundle: Path) -> dict[str, int]:
+    """Write the row-wise int8 copies of the encoder and step graphs (export/int8.py); returns the linear layers
+    rewritten per graph."""
+    return {name: quantize_file(bundle / GRAPH_FILES[name], bundle / INT8_FILES[name]) for name in INT8_GRAPHS}
+
+
+def verify_int8(tokenizer: Tokenizer, config, bundle: Path, sentences: list[str],
+                min_agreement: float = MIN_INT8_AGREEMENT) -> dict:
+    """Check the int8 graphs against the float32 ones before they are written into the manifest.
+
+    Top-1 agreement: float32's greedy translations are teacher-forced through both step graphs, and the share of
+    steps whose best token is the same must reach ``min_agreement``. Batch independence: greedy and beam-5 tokens of
+    all sentences batched must equal those of each sentence alone. Raises ParityError otherwise.
+    """
+    float32, int8 = (OnnxBackend({name: bundle / file for name, file in files.items()}, config, step_top_k(config))
+                     for files in (GRAPH_FILES, {**GRAPH_FILES, **INT8_FILES}))
+    targets = [t.token_ids + [config.eos_id] for t in translate(float32, tokenizer, sentences, beam_size=1)]
+    source_ids = pad_batch([tokenizer.encode(text) + [config.eos_id] for text in sentences], config.pad_id)
+    inputs = pad_batch([[config.bos_id] + target[:-1] for target in targets], config.eos_id)  # [B, T]
+    float_state, int8_state = float32.start(source_ids), int8.start(source_ids)
+    lengths = np.array([len(target) for target in targets])
+    agreeing = 0
+    for position in range(inputs.shape[1]):
+        _, float_ids, float_state = float32.step(inputs[:, position], float_state, 1)  # ids [B, 1]
+        _, int8_ids, int8_state = int8.step(inputs[:, position], int8_state, 1)
+        agreeing += int(((float_ids[:, 0] == int8_ids[:, 0]) & (position < lengths)).sum())
+    agreement = agreeing / int(lengths.sum())
+    if agreement < min_agreement:
+        raise ParityError(f"int8 top-1 tokens agree with float32 on {agreement:.1%} of the steps, less than "
+                          f"{min_agreement:.0%}")
+    for beam_size in (1, 5):
+        batched = [t.token_ids for t in translate(int8, tokenizer, sentences, beam_size=beam_size)]
+        alone = [translate(int8, tokenizer, [text], beam_size=beam_size)[0].token_ids for text in sentences]
+        if batched != alone:
+            raise ParityError(f"int8 beam-{beam_size} tokens of a sentence depend on its batch mates")
+    return {"steps": int(lengths.sum()), "top1_agreement": round(agreement, 4), "batch_independent": True}
+
+
 def library_versions() -> dict:
     import onnx
     import onnxruntime
@@ -348,11 +389,14 @@ def library_versions() -> dict:
     return versions
 
 
-def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport,
+def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8: dict,
                    languages: dict | None) -> dict:
     config = model.config
     graphs = {name: {"file": file, **graph_io(directory / file)} for name, file in GRAPH_FILES.items()}
-    graphs["decoder_step"]["top_k"] = step_top_k(config)
+    graphs.update({graph_key(name, "int8"): {"file": file, "precision": "int8", **graph_io(directory / file)}
+                   for name, file in INT8_FILES.items()})
+    for key in ("decoder_step", graph_key("decoder_step", "int8")):
+        graphs[key]["top_k"] = step_top_k(config)
     files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -364,7 +408,7 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
         "search": SEARCH_RULES,
         "opset": opset,
         "graphs": graphs,
-        "parity": parity.as_dict(),
+        "parity": {**parity.as_dict(), "int8": int8},
         "versions": library_versions(),
         "files": {name: file_entry(directory / name) for name in files},
     }
@@ -415,10 +459,13 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
 
     with staged(out) as staging:
         export_graphs(model, staging, opset)
-        for name in GRAPH_FILES.values():
+        rewritten = write_int8_graphs(staging)
+        for name in [*GRAPH_FILES.values(), *INT8_FILES.values()]:
             onnx.checker.check_model(str(staging / name), full_check=True)
         tokenizer.save(staging)  # typed special-token strings stay text in every consumer (see core.tokenizer)
         model.config.save(staging)
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
-        manifest = write_manifest(staging, model, opset, parity, languages)
+        int8 = {"linear_layers": rewritten, **verify_int8(tokenizer, model.config, staging,
+                                                           sentences or PARITY_SENTENCES)}
+        manifest = write_manifest(staging, model, opset, parity, int8, languages)
     return manifest

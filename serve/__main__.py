@@ -1,7 +1,7 @@
 """Translate files and pipes, or serve bundles over HTTP; no torch needed.
 
-    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F] [--confidence]
-    python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000]
+    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F] [--confidence] [--precision int8]
+    python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000] [--precision int8]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from core.heads import HeadMask
 from core.search import Translation
 from core.translator import available_cores, check_options
 
-from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT
+from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT, add_precision
 from .batcher import BatchSettings
 from .policy import InputError, InputLimits, check_prefix, fit_text
 from .server import ConnectionLimits
@@ -53,7 +53,7 @@ def translate_command(args: argparse.Namespace) -> None:
     if problem:
         sys.exit(f"error: --output: {problem}")
     try:
-        translator = Translator(args.model, threads=args.threads, workers=args.workers)
+        translator = Translator(args.model, threads=args.threads, workers=args.workers, precision=args.precision)
         check_options(beam_size=args.beam, length_penalty=args.length_penalty, max_length=None, n_best=1,
                       batch_size=args.batch_size, max_beam_size=translator.backend.max_beam_size)
         if args.confidence and translator.confidence is None:
@@ -102,7 +102,7 @@ def http_command(args: argparse.Namespace) -> None:
     # search worker served 111 sentences/s (p95 0.7 s) and two served 96 (p95 2.0 s).
     workers = args.workers or max(1, available_cores() - 1)
     try:  # every bundle loaded and verified before the server starts: a bad one is one line, not a stack trace
-        translators = load_bundles(args.model, threads=args.threads, workers=workers)()
+        translators = load_bundles(args.model, threads=args.threads, workers=workers, precision=args.precision)()
         check_language_pairs(translators)
     except (BundleError, ValueError) as error:
         sys.exit(f"error: {error}")
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--workers", type=POSITIVE, help="batches searched at once (default: one per core)")
     translate.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
     translate.add_argument("--batch-size", type=POSITIVE, default=32, help="sentences per search batch")
+    add_precision(translate)
     translate.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     translate.add_argument("--output", help="file to write (default: standard output)")
     translate.add_argument("--target-prefix", metavar="FILE",
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     http.add_argument("--port", type=PORT, default=8000, help="TCP port (default 8000)")
     http.add_argument("--workers", type=POSITIVE, help="batches searched at once per model (default: cores - 1, at least 1)")
     http.add_argument("--threads", type=POSITIVE, default=1, help="onnxruntime threads per worker (default 1)")
+    add_precision(http)
     http.add_argument("--max-batch-size", type=POSITIVE, default=32, help="sentences per search batch")
     http.add_argument("--max-batch-cost", type=POSITIVE, default=BatchSettings.max_batch_cost,
                       help="a batch's search work, beams x (source + most target tokens) summed (default 8192)")

@@ -288,16 +288,19 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     async def list_models() -> list[dict]:
         return [{"name": m.translator.name, "source_lang": m.translator.source_lang,
                  "target_lang": m.translator.target_lang, "workers": m.translator.workers,
-                 "threads": m.translator.threads, "limits": m.limits(limits),
+                 "threads": m.translator.threads, "precision": m.translator.precision, "limits": m.limits(limits),
                  "batching": asdict(batching), "config": m.translator.config.to_dict(),
                  "versions": m.translator.manifest.get("versions", {})} for m in models]
 
     return app
 
 
-def load_bundles(directories: Sequence[str], *, threads: int = 1, workers: int | None = None):
-    """A loader for :func:`create_app`: the translators of these bundle folders."""
-    return lambda: [Translator(directory, threads=threads, workers=workers) for directory in directories]
+def load_bundles(directories: Sequence[str], *, threads: int = 1, workers: int | None = None,
+                 precision: str = "float32"):
+    """A loader for :func:`create_app`: the translators of these bundle folders (``precision``: see
+    :class:`serve.Translator`)."""
+    return lambda: [Translator(directory, threads=threads, workers=workers, precision=precision)
+                    for directory in directories]
 
 
 __all__ = ["BatchSettings", "Limits", "RequestError", "TranslationRequest", "check_request", "create_app",

@@ -38,7 +38,8 @@ def bundle(model_dir):
 
 def test_bundle_is_self_contained_and_described(bundle):
     directory, manifest = bundle
-    names = {"encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "tokenizer.json", "config.json"}
+    names = {"encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "encoder.int8.onnx",
+             "decoder_step.int8.onnx", "tokenizer.json", "config.json"}
     assert set(manifest["files"]) == names
     assert manifest["format_version"] == 3
     assert json.loads((directory / "manifest.json").read_text()) == manifest
@@ -71,8 +72,14 @@ def test_bundle_is_self_contained_and_described(bundle):
                                                         "present_value_1"]
     for name in names:
         assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == manifest["files"][name]["sha256"]
-    for name in ("encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"):
+    for name in ("encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "encoder.int8.onnx",
+                 "decoder_step.int8.onnx"):
         onnx.checker.check_model(str(directory / name), full_check=True)
+    for name in ("encoder", "decoder_step"):  # the int8 graphs take and give what the float32 ones do
+        int8 = manifest["graphs"][f"{name}_int8"]
+        assert int8["file"] == f"{name}.int8.onnx" and int8["precision"] == "int8"
+        assert (int8["inputs"], int8["outputs"]) == (manifest["graphs"][name]["inputs"], manifest["graphs"][name]["outputs"])
+    assert manifest["graphs"]["decoder_step_int8"]["top_k"] == 32
 
 
 def test_parity_figures_are_recorded(bundle):
@@ -82,6 +89,57 @@ def test_parity_figures_are_recorded(bundle):
     assert parity["max_step_log_prob_difference"] <= 1e-4
     assert parity["max_attention_difference"] <= 1e-5
     assert {shape["batch"] for shape in parity["checked_shapes"]} == {1, len(SENTENCES)}
+    int8 = parity["int8"]
+    assert int8["linear_layers"] == {"encoder": 2 * 6 + 2 * 2, "decoder_step": 2 * 8 + 1}  # + cross K/V, projection
+    assert int8["top1_agreement"] >= 0.9 and int8["steps"] > len(SENTENCES) and int8["batch_independent"]
+
+
+def weight_matmuls(graph) -> int:
+    """MatMul/Gemm nodes whose second input is an initializer or an initializer transposed."""
+    initializers = {tensor.name for tensor in graph.initializer}
+    transposed = {node.output[0] for node in graph.node if node.op_type == "Transpose" and node.input[0] in initializers}
+    return sum(node.op_type in ("MatMul", "Gemm") and node.input[1] in initializers | transposed for node in graph.node)
+
+
+def test_the_int8_pass_rewrites_every_weight_matmul(bundle):
+    directory, manifest = bundle
+    for name in ("encoder", "decoder_step"):
+        float32, int8 = (onnx.load(str(directory / file)).graph for file in (f"{name}.onnx", f"{name}.int8.onnx"))
+        operators = [node.op_type for node in int8.node]
+        assert weight_matmuls(float32) == manifest["parity"]["int8"]["linear_layers"][name]
+        assert weight_matmuls(int8) == 0
+        assert operators.count("MatMulIntegerToFloat") == weight_matmuls(float32)
+
+
+def test_int8_translations_do_not_depend_on_batch_mates(bundle):
+    translator = Translator(bundle[0], precision="int8", workers=1)
+    assert translator.precision == "int8" and translator.backend.decoder_step._model_path.endswith(".int8.onnx")
+    texts = SENTENCES + ["Two dogs play in the snow.", "The café opens at 9:30, doesn't it?", "A woman is reading."]
+    for beam_size in (1, 3):
+        batched = translator.translate(texts, beam_size=beam_size, max_length=12)
+        alone = [translator.translate([text], beam_size=beam_size, max_length=12)[0] for text in texts]
+        assert [t.token_ids for t in batched] == [t.token_ids for t in alone]
+
+
+def test_the_precision_flag_reaches_the_backend(bundle, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    import serve.server
+    from serve.__main__ import main as serve_main
+
+    expected = Translator(bundle[0], precision="int8").translate(SENTENCES, beam_size=2)
+    done = subprocess.run([sys.executable, "-m", "serve", "translate", "--model", str(bundle[0]), "--beam", "2",
+                           "--precision", "int8"], input="\n".join(SENTENCES) + "\n", capture_output=True,
+                          text=True, cwd=ROOT, check=True)
+    assert done.stdout == "".join(t.text + "\n" for t in expected)
+    apps = []
+    monkeypatch.setattr(serve.server, "run", lambda app, **settings: apps.append(app))
+    serve_main(["http", "--model", str(bundle[0]), "--precision", "int8"])
+    with TestClient(apps[0]) as client:
+        assert client.get("/models").json()[0]["precision"] == "int8"
 
 
 def test_onnx_translations_equal_pytorch(bundle, model_dir):

@@ -302,6 +302,23 @@ def test_cli_garbage_graph_with_a_matching_checksum_is_a_one_line_error(tmp_path
         assert done.stderr.strip().count("\n") == 0 and "encoder.onnx is not a graph onnxruntime can load" in done.stderr
 
 
+def test_int8_of_a_bundle_without_int8_graphs_is_a_one_line_error(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(EN_DE / "onnx", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["graphs"] = {name: graph for name, graph in manifest["graphs"].items() if not name.endswith("_int8")}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))  # as bundles exported before int8 are
+    message = f"{bundle} has no int8 graphs: export the model again (python -m export MODEL_DIR --force)"
+    with pytest.raises(BundleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Translator(bundle, precision="int8")
+    assert Translator(bundle).precision == "float32"
+    for command in (("translate",), ("http", "--port", "0")):  # the flag reaches the loader of both commands
+        done = run_cli(*command, "--model", str(bundle), "--precision", "int8", stdin="A dog.\n")
+        assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and message in done.stderr, done.stderr
+    with pytest.raises(ValueError, match="precision must be one of float32, int8, got 'int4'"):
+        Translator(bundle, precision="int4")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--beam", "0"], "must be an integer >= 1, got 0"),
     (["--beam", "1000"], "beam_size must be an integer between 1 and 16, got 1000"),
