@@ -3,7 +3,7 @@
     python -m bench --model models/en-de --input test.en [--ref test.de --ref-tok tok.de] [--engines ...]
 
 Each engine configuration runs in its own process, one after another (peak memory is that process's max RSS):
-serve (its default and one worker with every thread), torch with its KV cache, and CTranslate2 float32 and int8 in two thread
+serve (its default and one worker with every thread, in float32 and, when the bundle has them, its int8 graphs), torch with its KV cache, and CTranslate2 float32 and int8 in two thread
 layouts (the converted models are written by ``python -m export.to_ctranslate2`` when missing). For greedy and beam
 5 it measures batches of 32 (sentences/s, target tokens/s), batch 1 (p50/p95 latency) and the BLEU of the batch-32
 output; for the first engine of each family also how time grows with batch size and sentence length. It writes
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.bundle import graph_key, load_manifest
 from core.data import read_lines
 from core.translator import available_cores
 from serve.loadtest import percentile
@@ -46,12 +47,22 @@ class EngineConfig:
     scaling: bool = False  # also measure cost against batch size and sentence length
 
 
-def engine_configs(cpu_count: int) -> list[EngineConfig]:
-    """Every configuration the benchmark compares (serve's are the ones it offers)."""
-    return [
+def engine_configs(cpu_count: int, int8: bool = True) -> list[EngineConfig]:
+    """Every configuration the benchmark compares (serve's are the ones it offers; its int8 ones with ``int8``)."""
+    serve = [
         EngineConfig("serve", f"serve ({cpu_count} workers x 1 thread, default)", {"workers": cpu_count, "threads": 1},
                      scaling=True),
         EngineConfig("serve", f"serve (1 worker x {cpu_count} threads)", {"workers": 1, "threads": cpu_count}),
+    ]
+    if int8:
+        serve += [
+            EngineConfig("serve", f"serve int8 ({cpu_count} workers x 1 thread)",
+                         {"workers": cpu_count, "threads": 1, "precision": "int8"}, scaling=True),
+            EngineConfig("serve", f"serve int8 (1 worker x {cpu_count} threads)",
+                         {"workers": 1, "threads": cpu_count, "precision": "int8"}),
+        ]
+    return [
+        *serve,
         EngineConfig("torch", "torch (KV cache)", {"threads": cpu_count}),
         EngineConfig("ctranslate2", f"CTranslate2 float32, {cpu_count}x1 thread",
                      {"compute_type": "float32", "inter_threads": cpu_count, "intra_threads": 1}, scaling=True),
@@ -71,7 +82,8 @@ Runner = Callable[[Sequence[str], int, int], list[list[str]]]
 def serve_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[list[str]], str]]:
     from serve import Translator
 
-    translator = Translator(model_dir / "onnx", threads=settings["threads"], workers=settings["workers"])
+    translator = Translator(model_dir / "onnx", threads=settings["threads"], workers=settings["workers"],
+                            precision=settings.get("precision", "float32"))
 
     def run(texts, beam_size, batch_size):
         return [t.tokens for t in translator.translate(texts, beam_size=beam_size, batch_size=batch_size)]
@@ -203,19 +215,25 @@ def best_of(results: dict, family: str, mode: str) -> tuple[str, dict]:
 
 
 def ratios(results: dict) -> dict:
-    """serve's default configuration against CTranslate2's best and torch, per mode (higher is better for serve)."""
-    serve_name = next(name for name, r in results.items() if r["family"] == "serve")
-    serve = results[serve_name]["modes"]
-    summary = {"serve": serve_name}
-    for mode in MODES:
-        for family in ("ctranslate2", "torch"):
-            if any(r["family"] == family for r in results.values()):
-                name, other = best_of(results, family, mode)
-                summary[f"{mode} serve/{family} throughput"] = round(
-                    serve[mode]["sentences_per_second"] / other["modes"][mode]["sentences_per_second"], 3)
-                summary[f"{mode} {family} best"] = name
-                summary[f"{mode} {family}/serve batch-1 p50"] = round(
-                    other["modes"][mode]["batch1_p50_ms"] / serve[mode]["batch1_p50_ms"], 3)
+    """serve's default configuration (and its first int8 one, as "serve int8") against CTranslate2's best and torch,
+    per mode (higher is better for serve)."""
+    summary = {}
+    for label, precision in (("serve", "float32"), ("serve int8", "int8")):
+        serve_name = next((name for name, r in results.items()
+                           if r["family"] == "serve" and r["settings"].get("precision", "float32") == precision), None)
+        if serve_name is None:
+            continue
+        serve = results[serve_name]["modes"]
+        summary[label] = serve_name
+        for mode in MODES:
+            for family in ("ctranslate2", "torch"):
+                if any(r["family"] == family for r in results.values()):
+                    name, other = best_of(results, family, mode)
+                    summary[f"{mode} {label}/{family} throughput"] = round(
+                        serve[mode]["sentences_per_second"] / other["modes"][mode]["sentences_per_second"], 3)
+                    summary[f"{mode} {family} best"] = name
+                    summary[f"{mode} {family}/{label} batch-1 p50"] = round(
+                        other["modes"][mode]["batch1_p50_ms"] / serve[mode]["batch1_p50_ms"], 3)
     return summary
 
 
@@ -233,7 +251,7 @@ def markdown_table(results: dict, summary: dict, header: str) -> str:
                      f"{beam['batch1_p50_ms']} / {beam['batch1_p95_ms']} | {result['peak_rss_mb']} | {bleu} | "
                      f"{greedy['same_as_serve']} / {beam['same_as_serve']} |")
     lines += ["", "Ratios (serve's default configuration, measured in this run):", ""]
-    lines += [f"- {key}: {value}" for key, value in summary.items() if key != "serve"]
+    lines += [f"- {key}: {value}" for key, value in summary.items() if key not in ("serve", "serve int8")]
     return "\n".join(lines) + "\n"
 
 
@@ -248,7 +266,7 @@ def plot(results: dict, texts: list[str], model_dir: Path, out_dir: Path) -> lis
     for axis, mode, title in ((axes[0], "greedy", "greedy"), (axes[1], "beam5", "beam 5")):
         values = [results[name]["modes"][mode]["sentences_per_second"] for name in names]
         colors = [{"serve": "tab:blue", "torch": "tab:orange", "ctranslate2": "tab:gray"}[results[n]["family"]]
-                  for n in names]
+                  if results[n]["settings"].get("precision") != "int8" else "tab:cyan" for n in names]
         axis.barh(names, values, color=colors)
         axis.invert_yaxis()
         axis.set_xlabel(f"sentences/s, batch {BATCH_SIZE}")
@@ -311,7 +329,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     cpu_count = available_cores()
-    configs = [config for config in engine_configs(cpu_count) if config.family in args.engines]
+    int8 = graph_key("decoder_step", "int8") in load_manifest(args.model / "onnx")["graphs"]
+    if not int8 and "serve" in args.engines:
+        print(f"{args.model / 'onnx'} has no int8 graphs (exported before them): no serve int8 rows", file=sys.stderr)
+    configs = [config for config in engine_configs(cpu_count, int8) if config.family in args.engines]
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, config in enumerate(configs):
