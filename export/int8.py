@@ -9,9 +9,11 @@ becomes::
     y     = MatMulIntegerToFloat(q, w_int8, 1, w_scale, 128) * scale   int8 weights, one scale per output column
 
 (``com.microsoft.MatMulIntegerToFloat``; signed int8 activations take a slow path, see
-``/work/shared/probes/int8_rowwise.py``). Each activation is quantized once however many weights read it (the
-query, key and value projections share theirs). The integer product is exact and every other operation acts on
-one row, so a row's result is bitwise the same alone or in any batch. Weights that nothing else reads are dropped.
+``/work/shared/probes/int8_rowwise.py``). The layers that read the same activation (the query, key and value
+projections; the cross-attention keys and values of every decoder layer) share one quantization and one integer
+matmul over their weights side by side, split back into each layer's output. The integer product is exact and
+every other operation acts on one row, so a row's result is bitwise the same alone or in any batch. Float weights
+that nothing else reads are dropped.
 """
 
 from __future__ import annotations
@@ -42,8 +44,7 @@ class _Rewriter:
         self.initializers = {tensor.name: tensor for tensor in self.graph.initializer}
         self.producers = {output: node for node in self.graph.node for output in node.output}
         self.added: list[onnx.TensorProto] = []
-        self.quantized: dict[str, tuple[str, str]] = {}  # activation -> (uint8 rows, row scales)
-        self.weights: dict[tuple[str, bool], tuple[str, str]] = {}  # (constant, transposed) -> (int8, column scales)
+        self.weights: dict[tuple, tuple[str, str]] = {}  # ((constant, transposed), ...) -> (int8, column scales)
         self.constants: dict[str, str] = {}
 
     def constant(self, name: str) -> np.ndarray | None:
@@ -75,23 +76,22 @@ class _Rewriter:
             self.added.append(numpy_helper.from_array(array, self.constants[key]))
         return self.constants[key]
 
-    def quantize_weight(self, source: tuple[str, bool]) -> tuple[str, str]:
-        if source not in self.weights:
-            name, transposed = source
-            value = self.constant(name)
-            weight_q, scale = quantize_weight(value.T if transposed else value)  # [K, N]
-            base = f"{PREFIX}/{name}{'.T' if transposed else ''}"
-            names = f"{base}/weight", f"{base}/scale"
-            self.added += [numpy_helper.from_array(weight_q, names[0]), numpy_helper.from_array(scale, names[1])]
-            self.weights[source] = names
-        return self.weights[source]
+    def quantize_weights(self, sources: tuple[tuple[str, bool], ...]) -> tuple[str, str]:
+        """These weights side by side as one int8 [K, N1 + N2 + ...] and its column scales."""
+        if sources not in self.weights:
+            value = np.concatenate([self.constant(name).T if transposed else self.constant(name)
+                                    for name, transposed in sources], axis=1)  # [K, N1 + N2 + ...]
+            weight_q, scale = quantize_weight(value)
+            base = f"{PREFIX}/" + "+".join(name + (".T" if transposed else "") for name, transposed in sources)
+            self.added += [numpy_helper.from_array(weight_q, f"{base}/weight"),
+                           numpy_helper.from_array(scale, f"{base}/scale")]
+            self.weights[sources] = f"{base}/weight", f"{base}/scale"
+        return self.weights[sources]
 
     def quantize_rows(self, activation: str, nodes: list[onnx.NodeProto]) -> tuple[str, str]:
         """Append the nodes quantizing activation [..., K] row by row: (uint8 [..., K], scales [..., 1])."""
-        if activation in self.quantized:
-            return self.quantized[activation]
         base = f"{PREFIX}/{activation}"
-        reduce = ({"inputs": [f"{base}/abs", self.axes()]} if self.opset >= 18
+        reduce = ({"inputs": [f"{base}/abs", self.int64s([-1])]} if self.opset >= 18
                   else {"inputs": [f"{base}/abs"], "axes": [-1]})
         nodes += [
             helper.make_node("Abs", [activation], [f"{base}/abs"]),
@@ -99,60 +99,71 @@ class _Rewriter:
             helper.make_node("Mul", [f"{base}/max", self.shared(1 / 127, np.float32)], [f"{base}/raw_scale"]),
             helper.make_node("Max", [f"{base}/raw_scale", self.shared(np.finfo(np.float32).tiny, np.float32)],
                              [f"{base}/scale"]),  # an all-zero row divides by the smallest float: zeros stay zeros
-            helper.make_node("Div", [activation, f"{base}/scale"], [f"{base}/scaled"]),
-            helper.make_node("Round", [f"{base}/scaled"], [f"{base}/rounded"]),
-            helper.make_node("Add", [f"{base}/rounded", self.shared(128, np.float32)], [f"{base}/shifted"]),
+            helper.make_node("Div", [activation, f"{base}/scale"], [f"{base}/scaled"]),  # in [-127, 127]
+            # + 128.5, then Cast's truncation: round(x) + 128 in uint8, one pass fewer than Round
+            helper.make_node("Add", [f"{base}/scaled", self.shared(128.5, np.float32)], [f"{base}/shifted"]),
             helper.make_node("Cast", [f"{base}/shifted"], [f"{base}/uint8"], to=TensorProto.UINT8),
         ]
-        self.quantized[activation] = f"{base}/uint8", f"{base}/scale"
-        return self.quantized[activation]
+        return f"{base}/uint8", f"{base}/scale"
 
-    def axes(self) -> str:
-        if "axes" not in self.constants:
-            self.constants["axes"] = f"{PREFIX}/axes_last"
-            self.added.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), self.constants["axes"]))
-        return self.constants["axes"]
+    def int64s(self, values: list[int]) -> str:
+        """The name of a constant int64 vector (axes, split sizes)."""
+        key = f"int64:{values}"
+        if key not in self.constants:
+            self.constants[key] = f"{PREFIX}/const_{len(self.constants)}"
+            self.added.append(numpy_helper.from_array(np.array(values, dtype=np.int64), self.constants[key]))
+        return self.constants[key]
 
-    def linear(self, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
-        """The int8 nodes replacing node, or None when it is not a linear layer with a constant weight."""
-        if node.op_type == "MatMul":
-            attributes = {}
-        elif node.op_type == "Gemm":
-            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            if attributes.get("transA", 0):
-                return None
-        else:
+    def weight_of(self, node: onnx.NodeProto) -> tuple[str, bool] | None:
+        """The (constant, transposed) weight of a linear layer node, or None when node is not one."""
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type not in ("MatMul", "Gemm") or attributes.get("transA", 0):
             return None
         source = self.weight_source(node.input[1])
-        if source is None:
-            return None
-        if attributes.get("transB", 0):
-            source = source[0], not source[1]
+        if source is not None and attributes.get("transB", 0):
+            return source[0], not source[1]
+        return source
+
+    def linears(self, group: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        """The int8 nodes replacing linear layers that read one activation: one integer matmul over their weights
+        side by side (the query, key and value projections become one), split back into each layer's output."""
         nodes: list[onnx.NodeProto] = []
-        rows, row_scale = self.quantize_rows(node.input[0], nodes)
-        weight, column_scale = self.quantize_weight(source)
-        base = f"{PREFIX}/{node.output[0]}"
-        nodes.append(helper.make_node(
-            "MatMulIntegerToFloat", [rows, weight, self.shared(1.0, np.float32), column_scale,
-                                     self.shared(128, np.uint8)], [f"{base}/columns"], domain=MICROSOFT))
-        if node.op_type == "MatMul":
-            nodes.append(helper.make_node("Mul", [f"{base}/columns", row_scale], [node.output[0]]))
-            return nodes
-        alpha, beta = attributes.get("alpha", 1.0), attributes.get("beta", 1.0)  # Gemm: alpha A B + beta C
-        nodes.append(helper.make_node("Mul", [f"{base}/columns", row_scale], [f"{base}/product"]))
-        product = f"{base}/product"
+        rows, row_scale = self.quantize_rows(group[0].input[0], nodes)
+        weight, column_scale = self.quantize_weights(tuple(self.weight_of(node) for node in group))
+        base = f"{PREFIX}/{group[0].output[0]}"
+        outputs = [node.output[0] if node.op_type == "MatMul" else f"{PREFIX}/{node.output[0]}/product"
+                   for node in group]
+        product = outputs[0] if len(group) == 1 else f"{base}/products"
+        nodes += [helper.make_node("MatMulIntegerToFloat", [rows, weight, self.shared(1.0, np.float32), column_scale,
+                                                            self.shared(128, np.uint8)], [f"{base}/columns"],
+                                   domain=MICROSOFT),
+                  helper.make_node("Mul", [f"{base}/columns", row_scale], [product])]
+        if len(group) > 1:
+            widths = [int(self.constant(name).shape[0 if transposed else 1]) for name, transposed in
+                      (self.weight_of(node) for node in group)]
+            split = ({"inputs": [product, self.int64s(widths)]} if self.opset >= 13
+                     else {"inputs": [product], "split": widths})
+            nodes.append(helper.make_node("Split", split.pop("inputs"), outputs, axis=-1, **split))
+        for node, output in zip(group, outputs):
+            if node.op_type == "Gemm":
+                nodes += self.gemm_rest(node, output)
+        return nodes
+
+    def gemm_rest(self, node: onnx.NodeProto, product: str) -> list[onnx.NodeProto]:
+        """Gemm's alpha A B + beta C, given A B."""
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        alpha, beta = attributes.get("alpha", 1.0), attributes.get("beta", 1.0)
+        base, nodes = f"{PREFIX}/{node.output[0]}", []
         if alpha != 1.0:
             nodes.append(helper.make_node("Mul", [product, self.shared(alpha, np.float32)], [f"{base}/alpha"]))
             product = f"{base}/alpha"
         if len(node.input) < 3 or not node.input[2]:
-            nodes.append(helper.make_node("Identity", [product], [node.output[0]]))
-            return nodes
+            return nodes + [helper.make_node("Identity", [product], [node.output[0]])]
         bias = node.input[2]
         if beta != 1.0:
             nodes.append(helper.make_node("Mul", [bias, self.shared(beta, np.float32)], [f"{base}/beta"]))
             bias = f"{base}/beta"
-        nodes.append(helper.make_node("Add", [product, bias], [node.output[0]]))
-        return nodes
+        return nodes + [helper.make_node("Add", [product, bias], [node.output[0]])]
 
 
 def drop_unused(graph: onnx.GraphProto) -> None:
@@ -171,19 +182,26 @@ def drop_unused(graph: onnx.GraphProto) -> None:
 
 
 def quantize_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """A copy of model with every linear layer row-wise int8, and how many nodes were rewritten."""
+    """A copy of model with every linear layer row-wise int8, and how many layers were rewritten."""
     quantized = onnx.ModelProto()
     quantized.CopyFrom(model)
     rewriter = _Rewriter(quantized)
-    nodes, rewritten = [], 0
+    groups: dict[str, list[onnx.NodeProto]] = {}  # activation -> the linear layers reading it, in graph order
     for node in quantized.graph.node:
-        replacement = rewriter.linear(node)
-        rewritten += replacement is not None
-        nodes += replacement if replacement is not None else [node]
+        if rewriter.weight_of(node) is not None:
+            groups.setdefault(node.input[0], []).append(node)
+    nodes = []
+    for node in quantized.graph.node:
+        group = groups.get(node.input[0]) if rewriter.weight_of(node) is not None else None
+        if group is None:
+            nodes.append(node)
+        elif node is group[0]:  # the whole group where its first layer was: the activation exists by then
+            nodes += rewriter.linears(group)
     del quantized.graph.node[:]
     quantized.graph.node.extend(nodes)
     quantized.graph.initializer.extend(rewriter.added)
     drop_unused(quantized.graph)
+    rewritten = sum(len(group) for group in groups.values())
     if rewritten and not any(o.domain == MICROSOFT for o in quantized.opset_import):
         quantized.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
     return quantized, rewritten
