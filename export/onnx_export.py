@@ -1,6 +1,6 @@
 """Export a model folder to an ONNX bundle: load -> validate -> export -> verify parity -> write with a manifest.
 
-Graphs (all float32; dimension names are the ONNX dim_params):
+Graphs (float32 inputs and outputs; dimension names are the ONNX dim_params):
 
 Every graph takes head masks, float [batch, layers, heads] of 1 (head on) and 0 (off): encoder_head_mask,
 decoder_head_mask (decoder self-attention), cross_head_mask (see core.heads). All ones is the plain model.
@@ -20,6 +20,10 @@ decoder_step.onnx (the search's step: one token per row, per-layer caches, no at
   out  top_log_probs       float [batch, top_k]   log-softmax of the next-token logits, the top_k best, best first
        top_ids             int64 [batch, top_k]   their token ids (equal values: lower id first)
        present_key_0, present_value_0, .. (interleaved per layer)  float [batch, heads, past_length + 1, d_head]
+
+encoder.int8.onnx, decoder_step.int8.onnx
+  the same inputs and outputs, every linear layer row-wise int8 (export/int8.py); verified against float32 by
+  verify_int8 before the manifest lists them
 
 teacher_forced.onnx (encode and decode given targets at once; serves return_attention, return_trace, target_prefix
 and the parity checks)
