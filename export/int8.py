@@ -36,7 +36,7 @@ def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Rewriter:
-    """One graph's rewrite: the constants it reads, the nodes it writes, the activations already quantized."""
+    """One graph's rewrite: the constants it reads and the initializers it adds."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.graph = model.graph
@@ -68,9 +68,9 @@ class _Rewriter:
         return source, transposed
 
     def shared(self, value, dtype) -> str:
-        """The name of a scalar constant (one initializer per value)."""
+        """The name of a constant scalar or vector (one initializer per value)."""
         array = np.array(value, dtype=dtype)
-        key = f"{array.dtype}:{array.item()!r}"
+        key = f"{array.dtype}:{array.shape}:{array.tolist()!r}"
         if key not in self.constants:
             self.constants[key] = f"{PREFIX}/const_{len(self.constants)}"
             self.added.append(numpy_helper.from_array(array, self.constants[key]))
@@ -91,7 +91,7 @@ class _Rewriter:
     def quantize_rows(self, activation: str, nodes: list[onnx.NodeProto]) -> tuple[str, str]:
         """Append the nodes quantizing activation [..., K] row by row: (uint8 [..., K], scales [..., 1])."""
         base = f"{PREFIX}/{activation}"
-        reduce = ({"inputs": [f"{base}/abs", self.int64s([-1])]} if self.opset >= 18
+        reduce = ({"inputs": [f"{base}/abs", self.shared([-1], np.int64)]} if self.opset >= 18
                   else {"inputs": [f"{base}/abs"], "axes": [-1]})
         nodes += [
             helper.make_node("Abs", [activation], [f"{base}/abs"]),
@@ -105,14 +105,6 @@ class _Rewriter:
             helper.make_node("Cast", [f"{base}/shifted"], [f"{base}/uint8"], to=TensorProto.UINT8),
         ]
         return f"{base}/uint8", f"{base}/scale"
-
-    def int64s(self, values: list[int]) -> str:
-        """The name of a constant int64 vector (axes, split sizes)."""
-        key = f"int64:{values}"
-        if key not in self.constants:
-            self.constants[key] = f"{PREFIX}/const_{len(self.constants)}"
-            self.added.append(numpy_helper.from_array(np.array(values, dtype=np.int64), self.constants[key]))
-        return self.constants[key]
 
     def weight_of(self, node: onnx.NodeProto) -> tuple[str, bool] | None:
         """The (constant, transposed) weight of a linear layer node, or None when node is not one."""
@@ -141,7 +133,7 @@ class _Rewriter:
         if len(group) > 1:
             widths = [int(self.constant(name).shape[0 if transposed else 1]) for name, transposed in
                       (self.weight_of(node) for node in group)]
-            split = ({"inputs": [product, self.int64s(widths)]} if self.opset >= 13
+            split = ({"inputs": [product, self.shared(widths, np.int64)]} if self.opset >= 13
                      else {"inputs": [product], "split": widths})
             nodes.append(helper.make_node("Split", split.pop("inputs"), outputs, axis=-1, **split))
         for node, output in zip(group, outputs):
