@@ -145,14 +145,19 @@ class OnnxState:
 class OnnxBackend:
     """The bundle's graphs under onnxruntime, as a :class:`core.search.SearchBackend`.
 
-    ``graphs`` maps "encoder", "decoder_step" and "decoder" to their files; ``top_k`` is how many tokens the step
-    graph returns per row (the search asks for 2 x beam_size).
+    ``graphs`` maps "encoder", "decoder_step" and "teacher_forced" to their files; ``top_k`` is how many tokens the
+    step graph returns per row (the search asks for 2 x beam_size). ``same_length_batches`` (set for int8) keeps
+    sources of different lengths out of one batch: padding a source changes the float rounding of its attention
+    sums by ~1e-7, which a row's int8 scale can turn into another token, so without padding a sentence's
+    translation never depends on its batch mates.
     """
 
-    def __init__(self, graphs: dict[str, Path], config: TransformerConfig, top_k: int, threads: int = 0) -> None:
+    def __init__(self, graphs: dict[str, Path], config: TransformerConfig, top_k: int, threads: int = 0,
+                 same_length_batches: bool = False) -> None:
         import onnxruntime
 
         self.config = config
+        self.same_length_batches = same_length_batches
         self.top_k = top_k
         self.max_beam_size = top_k // 2
         options = onnxruntime.SessionOptions()
@@ -192,7 +197,8 @@ class OnnxBackend:
         tokenizer = Tokenizer.load(directory / manifest["tokenizer"])
         tokenizer.check_compatible(config)
         paths = {name: directory / file for name, file in files.items()}
-        return cls(paths, config, graphs[graph_key("decoder_step", precision)]["top_k"], threads), tokenizer, manifest
+        top_k = graphs[graph_key("decoder_step", precision)]["top_k"]
+        return cls(paths, config, top_k, threads, same_length_batches=precision == "int8"), tokenizer, manifest
 
     def head_mask_rows(self, head_mask: HeadMask | None, count: int) -> HeadMask:
         """``head_mask`` (None: every head on) for ``count`` rows, as the graphs take it."""

@@ -26,6 +26,9 @@ class SearchBackend(Protocol):
 
     config: TransformerConfig
     max_beam_size: int  # the largest beam its step can serve (it returns 2 x beam_size candidates per row)
+    # Optional, False when absent: True asks translate() never to batch sources of different lengths, for a backend
+    # whose rows would otherwise depend on their batch mates' padding (row-wise int8, see core.bundle).
+    same_length_batches: bool
 
     def start(self, source_ids: np.ndarray, head_mask: HeadMask | None = None) -> Any:
         """Encode source_ids [B, S] (int64, padded with pad_id) into a decoding state for B rows; ``head_mask``
@@ -404,7 +407,8 @@ def translate(
     for i in (i for i, ids in enumerate(encoded) if not ids):
         results[i] = empty_translation(texts[i], config, return_attention, record_beams, return_trace)
     order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = length_batches(order, [len(ids) for ids in encoded], batch_size,
+                             getattr(backend, "same_length_batches", False))
 
     def translate_batch(batch: list[int]) -> None:
         sources = [encoded[i] for i in batch]
@@ -445,6 +449,18 @@ def translate(
     for _ in done:
         pass
     return results  # type: ignore[return-value]
+
+
+def length_batches(order: list[int], lengths: list[int], batch_size: int, same_length: bool) -> list[list[int]]:
+    """Consecutive runs of ``order`` (text indices sorted by length) of at most ``batch_size``; with ``same_length``
+    a run also ends where the length changes, so no row of a batch is padded."""
+    batches: list[list[int]] = []
+    for index in order:
+        if (not batches or len(batches[-1]) == batch_size
+                or (same_length and lengths[batches[-1][-1]] != lengths[index])):
+            batches.append([])
+        batches[-1].append(index)
+    return batches
 
 
 def prefix_ids(tokenizer, config: TransformerConfig, texts: Sequence[str],

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_multi30k
 from core.search import SearchCancelled, pad_batch
 from core.translator import available_cores
 from serve import BundleError, Translator
@@ -317,6 +317,27 @@ def test_int8_of_a_bundle_without_int8_graphs_is_a_one_line_error(tmp_path):
         assert done.returncode == 1 and done.stderr.strip().count("\n") == 0 and message in done.stderr, done.stderr
     with pytest.raises(ValueError, match="precision must be one of float32, int8, got 'int4'"):
         Translator(bundle, precision="int4")
+
+
+def test_int8_translations_never_depend_on_batch_mates():
+    """200 captions batched at 64 and one by one: the same tokens. int8 batches hold sources of one length only; with
+    padding, one of these de-en sentences changed (a float rounding of ~1e-7 in attention, amplified by int8)."""
+    texts = (require_multi30k() / "test_2016_flickr.de").read_text(encoding="utf-8").splitlines()[:200]
+    translator = Translator(ROOT / "models" / "de-en" / "onnx", precision="int8")
+    assert translator.backend.same_length_batches
+    assert not Translator(ROOT / "models" / "de-en" / "onnx").backend.same_length_batches
+    batched = translator.translate(texts, beam_size=1, batch_size=64)
+    alone = translator.translate(texts, beam_size=1, batch_size=1)
+    assert [t.token_ids for t in batched] == [t.token_ids for t in alone]
+
+
+def test_length_batches_split_at_length_changes_only_when_asked():
+    from core.search import length_batches
+
+    lengths = [3, 3, 3, 4, 4, 5, 9]
+    assert length_batches(list(range(7)), lengths, 2, same_length=False) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert length_batches(list(range(7)), lengths, 2, same_length=True) == [[0, 1], [2], [3, 4], [5], [6]]
+    assert length_batches([], [], 2, same_length=True) == []
 
 
 @pytest.mark.parametrize("flags, message", [
