@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import os
 import socket
 import tempfile
@@ -21,7 +22,7 @@ import gradio as gr
 from serve import BundleError, Translator
 from serve.arguments import PORT, POSITIVE, add_precision
 
-from . import beamtree, figures, handlers, inside
+from . import beamtree, figures, handlers, heads, inside
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 EXAMPLES = [  # Multi30K-like image descriptions, written for the demo (not taken from the data set)
@@ -194,6 +195,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         compare_state = gr.State(None)  # the two compared translations
         with gr.Tab("Translate"):  # short tab names: both stay visible on a phone, not behind a "…" menu
             page = translate_tab(directions, default_direction, examples, first)
+            look_inside = inside_sections(first)  # issue #26: open a cell, heads off
         with gr.Tab("How attention works"):
             lesson = lesson_tab(first)
 
@@ -202,17 +204,23 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         cleared = [page.translation, page.confidence, page.notices, result_state, shown_state, page.head_plot,
                    page.heads_plot, page.alignment, page.download, page.node_status, page.tree, page.position,
                    page.candidate, page.what_if_plot, page.what_if_translation, page.what_if_table, what_if_state]
-        for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
-                             (page.source.submit, dict(api_visibility="private")),
-                             (page.examples.load_input_event.then, dict(api_visibility="private"))):
+
+        def translated(trigger, **api):
+            """Translate on trigger, then draw the tree, the views and the download; the last event of that chain."""
             event = trigger(translate, [page.source, page.direction, page.beam_size],
                             [page.translation, page.confidence, page.notices, result_state], **api)
             event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
-            (event.success(show_translation, [result_state],
-                           [shown_state, page.node_status, page.tree, page.position, page.candidate, what_if_state,
-                            page.what_if_translation, page.what_if_table, page.what_if_plot], api_visibility="private")
-             .success(views, view_inputs, view_outputs, api_visibility="private")
-             .success(export, [result_state], [page.download], api_visibility="private"))
+            return (event.success(show_translation, [result_state],
+                                  [shown_state, page.node_status, page.tree, page.position, page.candidate,
+                                   what_if_state, page.what_if_translation, page.what_if_table, page.what_if_plot],
+                                  api_visibility="private")
+                    .success(views, view_inputs, view_outputs, api_visibility="private")
+                    .success(export, [result_state], [page.download], api_visibility="private"))
+
+        for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
+                             (page.source.submit, dict(api_visibility="private")),
+                             (page.examples.load_input_event.then, dict(api_visibility="private"))):
+            translated(trigger, **api)
         for control in (page.kind, page.layer, page.head, page.rollout):
             control.input(views, view_inputs, view_outputs, api_visibility="private")
 
@@ -258,6 +266,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                                 trigger_mode="always_last")
         lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
                                  trigger_mode="always_last")
+        wire_inside(directions, default_direction, page, lesson, look_inside, result_state, translated)
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -400,6 +409,7 @@ def lesson_tab(first) -> SimpleNamespace:
                      elem_id="seed")
     html = gr.HTML(lesson_html, label="Worked example", css_template=LESSON_CSS, js_on_load=None, elem_id="lesson")
     plot = gr.Plot(lesson_figure, label="Attention weights", show_label=False, elem_id="lesson-plot")
+    real_model = gr.Button("Now the same steps in the real model →", elem_id="real-model")
     gr.Markdown("### Sinusoidal positional encoding\n"
                 "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)), "
                 "computed by the project's own `core.positional.sinusoidal_table` (the table the model adds "
@@ -412,7 +422,115 @@ def lesson_tab(first) -> SimpleNamespace:
     pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding",
                       show_label=False, elem_id="pe-plot")
     return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
-                           pe_plot=pe_plot)
+                           pe_plot=pe_plot, real_model=real_model)
+
+
+# ---- Look inside (issue #26): open a cell of the heatmap, switch heads off -----------------------------------------
+
+CELL_INTRO = """Every weight of the heatmap above is softmax(q_i K^T / sqrt(d_k))_j for one head. Pick its row
+(query i) and column (key j), numbered as on the heatmap's axes, to see the model's own numbers for this sentence:
+the sublayer's input, q, K, V, the scores, the softmax and the head's output. The kind, layer and head are the
+heatmap's (choose one head, not the mean)."""
+HEADS_INTRO = f"""Tick heads to switch them off (each adds nothing but W^O's bias) and translate the same sentence
+again with the same beam. **Which heads matter?** switches each of the heads off alone and measures how much less
+likely the original translation becomes (teacher-forced, one pass per head plus one with all on: about 1–2 s).
+
+*Exercise: find the alignment head.* Press **Which heads matter?**, find the cross-attention head that costs the most,
+then show it above (Attention: encoder–decoder, its layer and head): does its heatmap follow the diagonal, each
+output word looking at the source word it translates? Switch it off alone and see which tokens lose probability."""
+LESSON_SENTENCE = "Transformer is powerful."  # the worked example's sentence, in the real model
+SHOW_TRANSLATE_TAB = """() => { [...document.querySelectorAll('button[role=tab]')]
+  .find((tab) => tab.textContent.trim() === 'Translate')?.click(); }"""
+SCROLL_TO_CELL = "() => { document.getElementById('cell-accordion')?.scrollIntoView({block: 'start'}); }"
+
+
+def inside_sections(config) -> SimpleNamespace:
+    """The two look-inside accordions (open a cell, heads off), laid out inside the current Blocks."""
+    with gr.Accordion("Open a cell: the computation behind one weight", open=False,
+                      elem_id="cell-accordion") as cell_accordion:
+        gr.Markdown(CELL_INTRO)
+        with gr.Row():
+            query = gr.Number(1, label="Query i (row)", precision=0, minimum=1, elem_id="cell-query", min_width=110)
+            key = gr.Number(1, label="Key j (column)", precision=0, minimum=1, elem_id="cell-key", min_width=110)
+        all_dimensions = gr.Checkbox(False, label=f"Show all dimensions (not only the first {heads.SHOWN})",
+                                     elem_id="cell-all")
+        cell = gr.HTML("<p>Translate a sentence, then pick a cell.</p>", elem_id="cell-view", padding=True,
+                       css_template=LESSON_CSS + heads.CELL_CSS)
+    with gr.Accordion("Heads off: switch heads off and translate again", open=False, elem_id="heads-accordion"):
+        gr.Markdown(HEADS_INTRO)
+        switches = [gr.CheckboxGroup(heads.head_choices(config, kind), label=f"{label}: heads switched off",
+                                     elem_id=f"off-{kind}") for kind, label in handlers.ATTENTION_KINDS.items()]
+        with gr.Row():
+            run = gr.Button("Translate with these heads off", variant="primary", elem_id="heads-off-run")
+            all_on = gr.Button("All on", elem_id="heads-all-on")
+        comparison = gr.HTML("", css_template=LESSON_CSS + heads.CELL_CSS, elem_id="heads-off-result",
+                             padding=True)
+        heads_off_plot = gr.Plot(label="With heads off", show_label=False, elem_id="heads-off-plot")
+        matter = gr.Button("Which heads matter?", elem_id="heads-matter")
+        matter_summary = gr.Markdown(elem_id="heads-matter-summary")
+        matter_plot = gr.Plot(label="Which heads matter", show_label=False, elem_id="heads-matter-plot")
+    return SimpleNamespace(cell_accordion=cell_accordion, query=query, key=key, all_dimensions=all_dimensions,
+                           cell=cell, switches=switches, run=run, all_on=all_on, comparison=comparison,
+                           heads_off_plot=heads_off_plot, matter=matter, matter_summary=matter_summary,
+                           matter_plot=matter_plot)
+
+
+def wire_inside(directions: Mapping[str, Translator], default_direction: str, page: SimpleNamespace,
+                lesson: SimpleNamespace, look: SimpleNamespace, result_state: gr.State, translated) -> None:
+    """The look-inside events: a cell follows its inputs and, while its accordion is open, the heatmap; heads off;
+    which heads matter; the lesson's link to the same steps in the real model."""
+    head_trace = gr.State(None)  # one head's trace per session (heads.HeadTrace): what any cell of it needs
+    cell_open = gr.State(False)
+    cell_inputs = [result_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
+                   head_trace]
+
+    def cell(result, kind, layer, head, query, key, all_dimensions, cached):
+        opened, cached = heads.open_cell(directions, result, kind, layer, head, query, key, cached)
+        return heads.cell_html(opened, all_dimensions), cached
+
+    def follow_heatmap(is_open: bool, *args):
+        """The cell of the heatmap now shown; a problem (the mean, a row it lacks) is said in place, not raised."""
+        if not is_open:
+            return gr.skip(), gr.skip()
+        try:
+            return cell(*args)
+        except handlers.DemoInputError as error:
+            return f"<p>{html.escape(str(error))}</p>", gr.skip()
+
+    for number, api in ((look.query, dict(api_name="open_cell")), (look.key, dict(api_visibility="private")),
+                        (look.all_dimensions, dict(api_visibility="private"))):
+        number.input(shown_on_page(cell), cell_inputs, [look.cell, head_trace], trigger_mode="always_last", **api)
+    (look.cell_accordion.expand(lambda: True, None, cell_open, api_visibility="private")
+     .then(follow_heatmap, [cell_open, *cell_inputs], [look.cell, head_trace], api_visibility="private"))
+    look.cell_accordion.collapse(lambda: False, None, cell_open, api_visibility="private")
+    page.head_plot.change(follow_heatmap, [cell_open, *cell_inputs], [look.cell, head_trace],
+                          api_visibility="private")
+
+    @shown_on_page
+    def switch_heads(result, cross_off, encoder_off, decoder_off, kind, layer, head):  # the switches' order
+        view = heads.heads_off_view(directions, result, [*cross_off, *encoder_off, *decoder_off])
+        return heads.heads_off_html(view), heads.heads_off_figure(view, kind, layer, head)
+
+    @shown_on_page
+    def which_heads_matter(result, progress=gr.Progress()):
+        effects = heads.head_effects(directions, result, lambda done, total: progress(
+            (done, total), desc="switching each head off alone"))
+        return heads.head_effects_view(effects)
+
+    look.run.click(switch_heads, [result_state, *look.switches, page.kind, page.layer, page.head],
+                   [look.comparison, look.heads_off_plot], api_name="heads_off")
+    look.all_on.click(lambda: ([],) * len(look.switches), None, look.switches, api_visibility="private")
+    look.matter.click(which_heads_matter, [result_state], [look.matter_plot, look.matter_summary],
+                      api_name="which_heads_matter")
+
+    def lesson_steps():
+        """The worked example's sentence in the real model: encoder self-attention, layer 1, head 1, cell (1, 1)."""
+        return (LESSON_SENTENCE, default_direction, "encoder", "1", "1", 1, 1, gr.Accordion(open=True), True)
+
+    prepared = lesson.real_model.click(
+        lesson_steps, None, [page.source, page.direction, page.kind, page.layer, page.head, look.query, look.key,
+                             look.cell_accordion, cell_open], js=SHOW_TRANSLATE_TAB, api_visibility="private")
+    translated(prepared.then, api_visibility="private").then(None, js=SCROLL_TO_CELL, api_visibility="private")
 
 
 def build_parser() -> argparse.ArgumentParser:

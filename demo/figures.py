@@ -209,12 +209,16 @@ ALIGNMENT_CSS = """
 
 
 def matrix_table(matrix: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], *, title: str,
-                 digits: int = 3) -> str:
-    """A small labelled matrix as an HTML table."""
+                 digits: int = 3, marked_row: int | None = None, marked_column: int | None = None) -> str:
+    """A small labelled matrix as an HTML table; a marked row or column (0-based) gets the class ``marked``."""
+    def cell(r: int, c: int, value: float) -> str:
+        marked = " class='marked'" if r == marked_row or c == marked_column else ""
+        return f"<td{marked}>{value:.{digits}f}</td>"
+
     head = "".join(f"<th>{html.escape(label)}</th>" for label in column_labels)
     body = "".join(
-        f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{value:.{digits}f}</td>" for value in row) + "</tr>"
-        for label, row in zip(row_labels, np.asarray(matrix)))
+        f"<tr><th>{html.escape(label)}</th>" + "".join(cell(r, c, value) for c, value in enumerate(row)) + "</tr>"
+        for r, (label, row) in enumerate(zip(row_labels, np.asarray(matrix))))
     return (f"<table class='matrix'><caption>{html.escape(title)}</caption>"
             f"<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>")
 
@@ -241,4 +245,28 @@ def positional_encoding_figure(table: np.ndarray) -> go.Figure:
           top=80)
     figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.1, x=0))
     figure.update_layout(margin=dict(b=90))
+    return figure
+
+
+def head_effects_figure(effects: dict[str, np.ndarray], titles: dict[str, str], *, title: str) -> go.Figure:
+    """One small heatmap [layers, heads] per attention kind, side by side on one diverging colour scale centred
+    on 0: what switching each head off alone does to a number (blue: it rises, red: it falls), on hover."""
+    kinds = list(effects)
+    figure = make_subplots(rows=1, cols=len(kinds), subplot_titles=[titles[kind] for kind in kinds],
+                           horizontal_spacing=0.06)
+    top = max(max((float(np.abs(values).max()) for values in effects.values() if values.size), default=0.0), 1e-3)
+    for index, kind in enumerate(kinds):
+        layers, heads = effects[kind].shape
+        figure.add_trace(go.Heatmap(z=effects[kind], x=[f"H{h}" for h in range(1, heads + 1)],
+                                    y=[f"L{layer}" for layer in range(1, layers + 1)], zmin=-top, zmax=top,
+                                    colorscale="RdBu", showscale=index == 0, name=titles[kind],
+                                    colorbar=dict(orientation="h", thickness=10, len=0.8, x=0.5, y=-0.12,
+                                                  yanchor="top", title=dict(text="change", side="top")),
+                                    hovertemplate=f"{titles[kind]}<br>%{{y}} %{{x}}: %{{z:+.3f}}<extra></extra>"),
+                         row=1, col=index + 1)
+    figure.update_annotations(font=dict(size=12))
+    style(figure, title=title, height=330, top=80)
+    figure.update_layout(margin=dict(b=80))
+    figure.update_xaxes(type="category", tickfont=dict(size=10))
+    figure.update_yaxes(type="category", autorange="reversed", tickfont=dict(size=10))
     return figure

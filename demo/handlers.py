@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.confidence import IN_DOMAIN, Confidence
-from core.search import Attention, BeamRecord
+from core.search import Attention, BeamRecord, Hypothesis
 from serve import Translator
 from serve.policy import InputLimits, fit_text, max_source_tokens
 
@@ -57,7 +57,7 @@ class DemoTranslation:
     notices: tuple[str, ...]
     attention: Attention
     confidence: Confidence | None = None  # how much the source looks like the training data (None: uncalibrated)
-    token_log_probs: tuple[float, ...] = ()  # of each output token, EOS included when the translation finished
+    hypothesis: Hypothesis | None = None  # the chosen (or a partial) hypothesis: ids, each token's log-prob, finished
     beams: BeamRecord | None = None  # every step of the beam search
 
     @property
@@ -108,9 +108,10 @@ def fit_source(translator: Translator, text: str) -> tuple[str, list[str]]:
 
 
 def translate_text(directions: Mapping[str, Translator], direction: str, text: str, beam_size: int = 5,
-                   target_prefix: str | Sequence[str] | None = None) -> DemoTranslation:
+                   target_prefix: str | Sequence[str] | None = None, heads_off: Sequence = ()) -> DemoTranslation:
     """Translate text in one direction with beam search and keep every attention weight of the result and the
-    record of the search; ``target_prefix`` (a text or subword tokens) is the start the translation must take.
+    record of the search; ``target_prefix`` (a text or subword tokens) is the start the translation must take;
+    ``heads_off`` switches attention heads off for the whole search (checked entries, see :mod:`core.heads`).
 
     Raises DemoInputError for an unknown direction, a beam size outside 1..8, text that is empty, or a prefix the
     model cannot take (an unknown token, or as long as the longest translation of this text).
@@ -129,6 +130,7 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
     source, notices = fit_source(translator, text)
     try:
         result = translator.translate([source], beam_size=beam_size, return_attention=True, record_beams=True,
+                                      heads_off=heads_off,
                                       target_prefix=None if target_prefix is None else [target_prefix])[0]
     except ValueError as error:  # only the prefix can be refused here: the source fits and the options are checked
         message = str(error).replace("target_prefix[0]: ", "").replace("target_prefix[0]", "the start")
@@ -140,8 +142,7 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
                           "`<unk>`) and ignored by the translation.")
     return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
                            beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention,
-                           confidence=result.confidence, token_log_probs=result.hypotheses[0].token_log_probs,
-                           beams=result.beams)
+                           confidence=result.confidence, hypothesis=result.hypotheses[0], beams=result.beams)
 
 
 def confidence_text(result: DemoTranslation) -> str:

@@ -58,11 +58,12 @@ def partial_hypothesis(directions: Mapping[str, Translator], result: DemoTransla
     path = result.beams.path(step, index)
     ids = [node.token_id for node in path]
     finished = ids[-1] == config.eos_id
-    hypothesis = Hypothesis(tuple(ids[:-1] if finished else ids), path[-1].log_prob, path[-1].log_prob, finished)
+    hypothesis = Hypothesis(tuple(ids[:-1] if finished else ids), path[-1].log_prob, path[-1].log_prob, finished,
+                            tuple(node.token_log_prob for node in path))
     source = tokenizer.encode(result.source) + [config.eos_id]
     (attention,) = attention_of(translator.backend, tokenizer, [source], [hypothesis])
     return replace(result, text=tokenizer.decode(hypothesis.token_ids), score=path[-1].log_prob, attention=attention,
-                   token_log_probs=tuple(node.token_log_prob for node in path))
+                   hypothesis=hypothesis)
 
 
 def node_summary(result: DemoTranslation, step, index) -> str:
@@ -149,17 +150,17 @@ def log_prob_table(before: DemoTranslation, after: DemoTranslation) -> str:
     """Each output position's token and log-probability in two translations, and their sums, as a Markdown table
     (tokens as code spans; a position only one of them has is left blank in the other)."""
     def cells(result: DemoTranslation, position: int) -> tuple[str, str]:
-        if position >= len(result.token_log_probs):
+        if position >= len(result.hypothesis.token_log_probs):
             return "", ""
         token = result.attention.target_tokens[position]
-        return handlers.code_span(token).replace("|", "\\|"), f"{result.token_log_probs[position]:.2f}"
+        return handlers.code_span(token).replace("|", "\\|"), f"{result.hypothesis.token_log_probs[position]:.2f}"
 
     rows = ["| # | before | log p | after | log p |", "| ---: | :--- | ---: | :--- | ---: |"]
-    for position in range(max(len(before.token_log_probs), len(after.token_log_probs))):
+    for position in range(max(len(before.hypothesis.token_log_probs), len(after.hypothesis.token_log_probs))):
         (old, old_log_prob), (new, new_log_prob) = cells(before, position), cells(after, position)
         rows.append(f"| {position + 1} | {old} | {old_log_prob} | {'**' + new + '**' if new != old else new} | "
                     f"{new_log_prob} |")
-    rows.append(f"| | **total** | **{sum(before.token_log_probs):.2f}** | | **{sum(after.token_log_probs):.2f}** |")
+    rows.append(f"| | **total** | **{sum(before.hypothesis.token_log_probs):.2f}** | | **{sum(after.hypothesis.token_log_probs):.2f}** |")
     return "\n".join(rows)
 
 

@@ -573,10 +573,10 @@ def test_a_node_shows_the_attention_of_its_partial_hypothesis(directions, sees):
     other = look.partial_hypothesis(directions, sees, 3, pruned + 1)
     path = sees.beams.path(2, pruned)
     assert other.score == pytest.approx(path[-1].log_prob) and len(other.attention.target_tokens) == 3
-    assert other.token_log_probs == tuple(node.token_log_prob for node in path)
+    assert other.hypothesis.token_log_probs == tuple(node.token_log_prob for node in path)
     assert "step 3, candidate" in look.node_summary(other, 3, pruned + 1)
     typed = look.partial_hypothesis(directions, sees, " 3", 2.0)  # digits typed into a menu, a whole float
-    assert typed.token_log_probs == tuple(node.token_log_prob for node in sees.beams.path(2, 1))
+    assert typed.hypothesis.token_log_probs == tuple(node.token_log_prob for node in sees.beams.path(2, 1))
     for step, index, message in ((99, 1, "Step 99 does not exist; this search has"), (1, 40, "has 10 candidates"),
                                  (1.5, 1, "step must be a whole number"), (1, None, "candidate must be a whole")):
         with pytest.raises(handlers.DemoInputError, match=message):
@@ -595,7 +595,7 @@ def test_what_if_decodes_on_from_another_candidate_or_a_typed_start(directions, 
     assert found.result.text == reference.text and found.result.attention.target_tokens[:3] == prefix
     rows = found.table.splitlines()
     assert rows[0] == "| # | before | log p | after | log p |"
-    before, after = sees.token_log_probs[0], found.result.token_log_probs[0]
+    before, after = sees.hypothesis.token_log_probs[0], found.result.hypothesis.token_log_probs[0]
     assert rows[2] == f"| 1 | ` ▁Der ` | {before:.2f} | ` ▁Der ` | {after:.2f} |"
     assert f"**` {alternative} `**" in rows[4] and rows[-1].startswith("| | **total** |")
     shared = min(len(sees.attention.target_tokens), len(reference.attention.target_tokens))
@@ -631,6 +631,113 @@ def test_two_sentences_side_by_side_share_one_view_and_scale(directions):
 
 
 def test_look_inside_through_gradio_client(app_url, directions):
+
+
+# ---- Look inside (issue #26): open a cell, heads off ------------------------------------------------------------
+
+SENTENCE = "Two young children are playing with a red ball on the grass."
+
+
+@pytest.fixture(scope="module")
+def children(directions):
+    return handlers.translate_text(directions, EN_DE, SENTENCE, 5)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder", "cross"])
+def test_an_open_cell_is_the_models_own_computation(directions, children, kind):
+    from demo import heads
+
+    (traced,) = directions[EN_DE].translate([SENTENCE], beam_size=5, return_trace=True)
+    trace = traced.trace.of(kind)
+    cell, kept = heads.open_cell(directions, children, kind, "2", "3", 4, 2)
+    heatmap = np.asarray(handlers.attention_views(children, kind, 2, "3").head_figure.data[0].z)
+    np.testing.assert_allclose(cell.weights, heatmap[3], atol=1e-5)  # the softmax row is the heatmap's row
+    assert cell.weights.sum() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(cell.x, trace.inputs[1, 3])
+    np.testing.assert_array_equal(cell.q, trace.queries[1, 2, 3])
+    np.testing.assert_array_equal(cell.keys, trace.keys[1, 2])
+    np.testing.assert_array_equal(cell.values, trace.values[1, 2])
+    np.testing.assert_allclose(cell.scaled, cell.scores / math.sqrt(32))
+    np.testing.assert_allclose(cell.weights @ cell.values, cell.output, atol=1e-5)  # the head's output
+    np.testing.assert_array_equal(cell.share, trace.head_outputs[1, 2, 3])
+    if kind == "decoder":  # causal: nothing after the query's own step
+        assert np.isneginf(cell.scores[4:]).all() and not cell.weights[4:].any()
+    again, reused = heads.open_cell(directions, children, kind, 2, 3, 1, 1, kept)
+    assert reused is kept and again.query == 0  # another cell of the same head: no re-run
+    assert heads.open_cell(directions, children, kind, 2, 4, 1, 1, kept)[1] is not kept
+    page = heads.cell_html(cell)
+    assert "first 8 of 128" in page and "first 8 of 32" in page and "<th>d9</th>" not in page
+    assert "class='marked'" in page and f"{cell.weights[1]:.4f}" in page
+    assert "<th>d32</th>" in heads.cell_html(cell, all_dimensions=True)
+
+
+@pytest.mark.parametrize("kind, layer, head, query, key, message", [
+    ("cross", "5", "1", 1, 1, "Layer 5 does not exist; this heatmap has 4 layers (1–4)."),
+    ("cross", "1", handlers.MEAN, 1, 1, "The heatmap shows the mean over heads; choose one head"),
+    ("cross", "1", "1", 0, 1, "Query 0 does not exist; this heatmap has 13 rows (1–13)."),
+    ("encoder", "1", "1", 1, 15, "Key 15 does not exist; this heatmap has 14 columns (1–14)."),
+    ("cross", "1", "1", 2.5, 1, "Query 2.5 does not exist"),
+    ("sideways", "1", "1", 1, 1, "Unknown attention kind 'sideways'"),
+])
+def test_cell_mistakes_are_one_line_messages(directions, children, kind, layer, head, query, key, message):
+    from demo import heads
+
+    with pytest.raises(handlers.DemoInputError, match=re.escape(message)) as error:
+        heads.open_cell(directions, children, kind, layer, head, query, key)
+    assert "\n" not in str(error.value)
+    with pytest.raises(handlers.DemoInputError, match="Translate a sentence first"):
+        heads.open_cell(directions, None, "cross", "1", "1", 1, 1)
+
+
+def test_heads_off_translates_again_and_says_what_changed(directions, children):
+    from demo import heads
+
+    off = ["cross.2.1", "cross.3.2", "encoder.0.1"]
+    view = heads.heads_off_view(directions, children, off)
+    (reference,) = directions[EN_DE].translate([SENTENCE], beam_size=5, return_attention=True, heads_off=off)
+    assert view.changed.text == reference.text and view.original is children
+    assert view.changed.hypothesis.token_log_probs == reference.hypotheses[0].token_log_probs
+    np.testing.assert_array_equal(view.changed.attention.cross, reference.attention.cross)
+    page = heads.heads_off_html(view)
+    assert "cross-attention L3 H2, cross-attention L4 H3, encoder self-attention L1 H2" in page
+    assert f"{children.hypothesis.token_log_probs[0]:.3f}" in page
+    assert f"{reference.hypotheses[0].token_log_probs[0]:.3f}" in page
+    figure = heads.heads_off_figure(view, "cross", "1", handlers.MEAN)
+    assert "heads off · layer 1 · mean over heads" in figure.layout.title.text
+    np.testing.assert_allclose(np.asarray(figure.data[0].z), reference.attention.cross[0].mean(axis=0), rtol=1e-6)
+    assert heads.heads_off_view(directions, children, []).changed.text == children.text  # all on: the same
+    assert [value for _, value in heads.head_choices(directions[EN_DE].config, "decoder")][:2] == [
+        "decoder.0.0", "decoder.0.1"]
+    with pytest.raises(handlers.DemoInputError, match="Head 'cross.4.0': cross layer must be an integer from 0 to 3"):
+        heads.heads_off_view(directions, children, ["cross.4.0"])
+    with pytest.raises(handlers.DemoInputError, match="Translate a sentence first"):
+        heads.heads_off_view(directions, None, [])
+
+
+def test_which_heads_matter_measures_each_head_alone(directions, children):
+    from demo import heads
+
+    calls = []
+    effects = heads.head_effects(directions, children, lambda done, total: calls.append((done, total)))
+    assert calls == [(n, 48) for n in range(1, 49)] and effects.passes == 49
+    tokens = children.attention.target_tokens[:-1]  # the translation without </s>
+    assert effects.tokens == tokens
+    assert effects.log_prob == pytest.approx(sum(children.hypothesis.token_log_probs[:-1]), abs=1e-4)
+    assert {kind: changes.shape for kind, changes in effects.changes.items()} == {
+        "encoder": (4, 4), "decoder": (4, 4), "cross": (4, 4)}
+    (alone,) = directions[EN_DE].translate([SENTENCE], beam_size=1, target_prefix=[tokens],
+                                           max_length=len(tokens) + 1, heads_off=[("cross", 3, 2)])
+    assert effects.changes["cross"][3, 2] == pytest.approx(
+        sum(alone.hypotheses[0].token_log_probs[:len(tokens)]) - effects.log_prob, abs=1e-6)
+    figure, summary = heads.head_effects_view(effects)
+    assert [trace.name for trace in figure.data] == ["encoder self", "decoder self", "cross"]
+    np.testing.assert_array_equal(np.asarray(figure.data[2].z), effects.changes["cross"])
+    assert "49 teacher-forced passes in" in summary and " ms." in summary
+    with pytest.raises(handlers.DemoInputError, match="Translate a sentence first"):
+        heads.head_effects(directions, None)
+
+
+def test_look_inside_through_gradio_client(app_url, directions, children):
     from gradio_client import Client
 
     client = Client(app_url, verbose=False)
@@ -674,6 +781,48 @@ def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, hei
 
     sees = handlers.translate_text(directions, EN_DE, SEES, 5)
     record, tokens = sees.beams, sees.attention.target_tokens
+
+
+    assert {"/open_cell", "/heads_off", "/which_heads_matter"} <= set(endpoints)
+    with pytest.raises(Exception, match="Translate a sentence first"):
+        client.predict("cross", "1", "1", 1, 1, False, api_name="/open_cell")
+    client.predict(SENTENCE, EN_DE, 5, api_name="/translate")  # the session's translation
+    page = client.predict("cross", "2", "3", 4, 2, False, api_name="/open_cell")
+    assert "query 4 (▁spielen)" in page and f"{children.attention.cross[1, 2, 3, 1]:.4f}" in page
+    with pytest.raises(Exception, match=re.escape("Query 99 does not exist; this heatmap has 13 rows (1–13).")):
+        client.predict("cross", "2", "3", 99, 2, False, api_name="/open_cell")
+    comparison, _ = client.predict(["cross.3.2"], [], [], "cross", "1", handlers.MEAN, api_name="/heads_off")
+    (reference,) = directions[EN_DE].translate([SENTENCE], beam_size=5, heads_off=["cross.3.2"])
+    assert "cross-attention L4 H3" in comparison and reference.text in comparison
+    _, summary = client.predict(api_name="/which_heads_matter")
+    assert "49 teacher-forced passes" in summary
+
+
+def open_accordion(page, label: str, content: str) -> None:
+    """Click an accordion's label until its content shows (a click during a redraw of the page can miss)."""
+    from playwright.sync_api import expect
+
+    for _ in range(3):
+        page.get_by_text(label).click()
+        try:
+            expect(page.locator(content)).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    expect(page.locator(content)).to_be_visible()
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
+def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
+    """Open a cell (it follows the heatmap's head, the keyboard picks query and key, a row out of range is one
+    message), switch heads off and back on, measure which heads matter, and follow the lesson's link to the same
+    steps in the real model; nothing cut off, nothing pushes the page sideways, at a phone's and a desktop's width."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from demo.app import LESSON_SENTENCE
+
+    (reference,) = directions[EN_DE].translate([SENTENCE], beam_size=5, return_attention=True)
+    (switched,) = directions[EN_DE].translate([SENTENCE], beam_size=5, heads_off=["cross.3.2"])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
@@ -769,5 +918,76 @@ def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, hei
             page.locator("#what-if-run").click()
             expect(page.locator(".toast-body")).to_contain_text("The start has 40 tokens", timeout=30_000)
             expect(page.locator("#what-if-translation textarea")).to_have_value("")
+
+
+            page.locator("#source textarea").fill(SENTENCE)
+            page.locator("#source textarea").press("Enter")
+            expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
+            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
+
+            # open a cell: the heatmap shows the mean, so the view asks for one head, then follows the chosen head
+            cell = page.locator("#cell-view")
+            open_accordion(page, "Open a cell: the computation behind one weight", "#cell-query")
+            expect(cell).to_contain_text("choose one head", timeout=30_000)
+            page.locator("#head input").click()
+            page.get_by_role("option", name="head 2").click()
+            expect(cell).to_contain_text("Cross-attention, layer 1, head 2: query 1", timeout=30_000)
+            softmax = [float(text) for text in cell.locator("table").nth(4).locator("tbody tr td:nth-child(4)")
+                       .all_text_contents()]
+            np.testing.assert_allclose(softmax, reference.attention.cross[0, 1, 0], atol=6e-5)  # the heatmap row
+            query = page.locator("#cell-query input")
+            query.fill("3")
+            query.press("Enter")
+            expect(cell).to_contain_text("query 3 (▁Kinder) gives key 1", timeout=30_000)
+            page.locator("#cell-key input").press("ArrowUp")
+            expect(cell).to_contain_text("gives key 2 (▁young) the weight "
+                                         f"{reference.attention.cross[0, 1, 2, 1]:.4f}", timeout=30_000)
+            page.locator("#cell-all input").check()
+            expect(cell.locator("th", has_text="d32").first).to_be_visible(timeout=30_000)
+            query.fill("99")
+            query.press("Enter")
+            toast = page.locator(".toast-body").filter(has_text="Query 99 does not exist")
+            expect(toast).to_have_count(1, timeout=30_000)
+            expect(toast).to_contain_text("this heatmap has 13 rows (1–13).")
+            page.locator("#cell-all input").uncheck()
+            query.fill("3")
+            query.press("Enter")
+            expect(cell.locator("th", has_text="d32")).to_have_count(0, timeout=30_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            (view,) = boxes(page, "#cell-view")
+            assert all(inside(box, (view[0], 0, view[2], 1e9)) for box in boxes(page, "#cell-view .scroll"))
+            assert all(inside(box, (0, 0, width, 1e9)) for box in boxes(page, "#cell-query, #cell-key, #cell-all"))
+            page.locator("#cell-accordion").screenshot(path=str(tmp_path / f"demo-cell-{width}.png"))
+
+            # heads off: tick a head, translate again, compare; all on unticks every switch
+            open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
+            page.locator("#off-cross").get_by_label("L4 H3").check()
+            page.locator("#heads-off-run").click()
+            result = page.locator("#heads-off-result")
+            expect(result).to_contain_text("Heads off: cross-attention L4 H3.", timeout=30_000)
+            expect(result).to_contain_text(switched.text)
+            expect(page.locator("#heads-off-plot .gtitle")).to_contain_text("heads off · layer 1", timeout=30_000)
+            assert all(inside(box, (0, 0, width, 1e9)) for box in boxes(page, "#heads-off-plot .gtitle"))
+            page.locator("#heads-all-on").click()
+            expect(page.locator("#heads-accordion input[type=checkbox]:checked")).to_have_count(0, timeout=30_000)
+            assert page.locator("#heads-accordion input[type=checkbox]").count() == 48
+            page.locator("#heads-matter").click()
+            expect(page.locator("#heads-matter-summary")).to_contain_text("49 teacher-forced passes", timeout=60_000)
+            page.wait_for_selector("#heads-matter-plot .annotation", timeout=30_000)
+            figure = boxes(page, "#heads-matter-plot .main-svg")[0]
+            titles = boxes(page, "#heads-matter-plot .annotation, #heads-matter-plot .gtitle")
+            assert len(titles) == 4 and all(inside(title, figure) for title in titles), (figure, titles)
+            assert_apart(titles, "heads-matter titles")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.locator("#heads-accordion").screenshot(path=str(tmp_path / f"demo-heads-{width}.png"))
+
+            # the lesson's link: the worked example's sentence, its encoder self-attention, layer 1, head 1, cell (1, 1)
+            page.get_by_role("tab", name="How attention works").click()
+            page.locator("#real-model").click()
+            lesson_translation = directions[EN_DE].translate([LESSON_SENTENCE], beam_size=5)[0].text
+            expect(page.locator("#translation textarea")).to_have_value(lesson_translation, timeout=30_000)
+            expect(cell).to_contain_text("Encoder self-attention, layer 1, head 1: query 1 (▁Trans", timeout=30_000)
+            expect(page.locator("#head-plot .gtitle")).to_contain_text("layer 1 · head 1")
+            keep_screenshots(tmp_path, f"demo-cell-{width}.png", f"demo-heads-{width}.png")
         finally:
             browser.close()
