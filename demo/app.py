@@ -1,7 +1,7 @@
 """The Gradio app: translate, then inspect every layer's and head's attention of that translation.
 
-``python -m demo`` runs :func:`main`; :func:`build_demo` lays the handlers of :mod:`demo.handlers` and
-:mod:`demo.inside` out in a ``gr.Blocks`` and is what tests launch. Only ``gr.Error`` reaches the page, so handler
+``python -m demo`` runs :func:`main`; :func:`build_demo` lays the handlers of :mod:`demo.handlers`,
+:mod:`demo.inside` and :mod:`demo.heads` out in a ``gr.Blocks`` and is what tests launch. Only ``gr.Error`` reaches the page, so handler
 errors are turned into it here.
 """
 
@@ -266,7 +266,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                                 trigger_mode="always_last")
         lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
                                  trigger_mode="always_last")
-        wire_inside(directions, default_direction, page, lesson, look_inside, result_state, translated)
+        wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, translated)
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -427,11 +427,11 @@ def lesson_tab(first) -> SimpleNamespace:
 
 # ---- Look inside (issue #26): open a cell of the heatmap, switch heads off -----------------------------------------
 
-CELL_INTRO = """Every weight of the heatmap above is softmax(q_i K^T / sqrt(d_k))_j for one head. Pick its row
-(query i) and column (key j), numbered as on the heatmap's axes, to see the model's own numbers for this sentence:
-the sublayer's input, q, K, V, the scores, the softmax and the head's output. The kind, layer and head are the
-heatmap's (choose one head, not the mean)."""
-HEADS_INTRO = f"""Tick heads to switch them off (each adds nothing but W^O's bias) and translate the same sentence
+CELL_INTRO = """Every weight of the heatmap above is softmax(q_i K^T / sqrt(d_k))_j for one head. Click (tap) a
+cell of the heatmap, or type its row (query i) and column (key j), numbered as on the heatmap's axes, to see the
+model's own numbers for this sentence: the sublayer's input, q, K, V, the scores, the softmax and the head's output.
+The kind, layer and head are the heatmap's (choose one head, not the mean)."""
+HEADS_INTRO = """Tick heads to switch them off (each adds nothing but W^O's bias) and translate the same sentence
 again with the same beam. **Which heads matter?** switches each of the heads off alone and measures how much less
 likely the original translation becomes (teacher-forced, one pass per head plus one with all on: about 1–2 s).
 
@@ -475,10 +475,11 @@ def inside_sections(config) -> SimpleNamespace:
                            matter_plot=matter_plot)
 
 
-def wire_inside(directions: Mapping[str, Translator], default_direction: str, page: SimpleNamespace,
-                lesson: SimpleNamespace, look: SimpleNamespace, result_state: gr.State, translated) -> None:
-    """The look-inside events: a cell follows its inputs and, while its accordion is open, the heatmap; heads off;
-    which heads matter; the lesson's link to the same steps in the real model."""
+def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_direction: str,
+                page: SimpleNamespace, lesson: SimpleNamespace, look: SimpleNamespace, result_state: gr.State,
+                translated) -> None:
+    """The look-inside events: a cell follows its inputs, a click on the heatmap and, while its accordion is open,
+    the heatmap; heads off; which heads matter; the lesson's link to the same steps in the real model."""
     head_trace = gr.State(None)  # one head's trace per session (heads.HeadTrace): what any cell of it needs
     cell_open = gr.State(False)
     cell_inputs = [result_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
@@ -505,6 +506,7 @@ def wire_inside(directions: Mapping[str, Translator], default_direction: str, pa
     look.cell_accordion.collapse(lambda: False, None, cell_open, api_visibility="private")
     page.head_plot.change(follow_heatmap, [cell_open, *cell_inputs], [look.cell, head_trace],
                           api_visibility="private")
+    demo.load(None, js=heads.HEATMAP_CLICK_SCRIPT, api_visibility="private")
 
     @shown_on_page
     def switch_heads(result, cross_off, encoder_off, decoder_off, kind, layer, head):  # the switches' order

@@ -672,11 +672,13 @@ def test_an_open_cell_is_the_models_own_computation(directions, children, kind):
 
 
 @pytest.mark.parametrize("kind, layer, head, query, key, message", [
-    ("cross", "5", "1", 1, 1, "Layer 5 does not exist; this heatmap has 4 layers (1–4)."),
+    ("cross", "5", "1", 1, 1, "Layer 5 does not exist; this model has 4 layers (1–4)."),
+    ("cross", "1", "5", 1, 1, "Head 5 does not exist; this model has 4 heads per layer (1–4)."),
     ("cross", "1", handlers.MEAN, 1, 1, "The heatmap shows the mean over heads; choose one head"),
     ("cross", "1", "1", 0, 1, "Query 0 does not exist; this heatmap has 13 rows (1–13)."),
     ("encoder", "1", "1", 1, 15, "Key 15 does not exist; this heatmap has 14 columns (1–14)."),
     ("cross", "1", "1", 2.5, 1, "Query 2.5 does not exist"),
+    ("cross", "1", "1", None, 1, "Choose a query from 1 to 13."),
     ("sideways", "1", "1", 1, 1, "Unknown attention kind 'sideways'"),
 ])
 def test_cell_mistakes_are_one_line_messages(directions, children, kind, layer, head, query, key, message):
@@ -814,9 +816,10 @@ def open_accordion(page, label: str, content: str) -> None:
 
 @pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
 def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
-    """Open a cell (it follows the heatmap's head, the keyboard picks query and key, a row out of range is one
-    message), switch heads off and back on, measure which heads matter, and follow the lesson's link to the same
-    steps in the real model; nothing cut off, nothing pushes the page sideways, at a phone's and a desktop's width."""
+    """Open a cell (a click on the heatmap opens it, the keyboard picks query and key, it follows the heatmap's
+    head), switch heads off and back on, measure which heads matter, follow the lesson's link to the same steps in
+    the real model, and a row out of range is one message; nothing cut off, nothing pushes the page sideways, at a
+    phone's and a desktop's width."""
     from playwright.sync_api import expect, sync_playwright
 
     from demo.app import LESSON_SENTENCE
@@ -925,41 +928,46 @@ def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
             expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
             page.wait_for_selector("#head-plot .xtick", timeout=30_000)
 
-            # open a cell: the heatmap shows the mean, so the view asks for one head, then follows the chosen head
+            # open a cell by clicking the heatmap of head 2 (the view opens itself), then by keyboard
             cell = page.locator("#cell-view")
-            open_accordion(page, "Open a cell: the computation behind one weight", "#cell-query")
-            expect(cell).to_contain_text("choose one head", timeout=30_000)
             page.locator("#head input").click()
             page.get_by_role("option", name="head 2").click()
-            expect(cell).to_contain_text("Cross-attention, layer 1, head 2: query 1", timeout=30_000)
+            expect(page.locator("#head-plot .gtitle")).to_contain_text("layer 1 · head 2", timeout=30_000)
+            cells = page.locator("#head-plot .nsewdrag").first  # the heatmap's cells fill the plot area
+            cells.scroll_into_view_if_needed()
+            area = cells.bounding_box()
+            rows, columns = len(reference.attention.target_tokens), len(reference.attention.source_tokens)
+            page.mouse.click(area["x"] + 2.5 * area["width"] / columns, area["y"] + 1.5 * area["height"] / rows)
+            expect(cell).to_contain_text("Cross-attention, layer 1, head 2: query 2 (▁kleine) gives key 3 "
+                                         "(▁children)", timeout=30_000)
+            expect(page.locator("#cell-query input")).to_have_value("2")
             softmax = [float(text) for text in cell.locator("table").nth(4).locator("tbody tr td:nth-child(4)")
                        .all_text_contents()]
-            np.testing.assert_allclose(softmax, reference.attention.cross[0, 1, 0], atol=6e-5)  # the heatmap row
+            np.testing.assert_allclose(softmax, reference.attention.cross[0, 1, 1], atol=6e-5)  # the heatmap row
             query = page.locator("#cell-query input")
             query.fill("3")
             query.press("Enter")
-            expect(cell).to_contain_text("query 3 (▁Kinder) gives key 1", timeout=30_000)
+            expect(cell).to_contain_text("query 3 (▁Kinder) gives key 3", timeout=30_000)
             page.locator("#cell-key input").press("ArrowUp")
-            expect(cell).to_contain_text("gives key 2 (▁young) the weight "
-                                         f"{reference.attention.cross[0, 1, 2, 1]:.4f}", timeout=30_000)
+            expect(cell).to_contain_text("gives key 4 (▁are) the weight "
+                                         f"{reference.attention.cross[0, 1, 2, 3]:.4f}", timeout=30_000)
             page.locator("#cell-all input").check()
             expect(cell.locator("th", has_text="d32").first).to_be_visible(timeout=30_000)
-            query.fill("99")
-            query.press("Enter")
-            toast = page.locator(".toast-body").filter(has_text="Query 99 does not exist")
-            expect(toast).to_have_count(1, timeout=30_000)
-            expect(toast).to_contain_text("this heatmap has 13 rows (1–13).")
             page.locator("#cell-all input").uncheck()
-            query.fill("3")
-            query.press("Enter")
             expect(cell.locator("th", has_text="d32")).to_have_count(0, timeout=30_000)
+            page.locator("#head input").click()
+            page.get_by_role("option", name="mean of heads").click()  # the cell view follows the heatmap
+            expect(cell).to_contain_text("The heatmap shows the mean over heads; choose one head", timeout=30_000)
+            page.locator("#head input").click()
+            page.get_by_role("option", name="head 2").click()
+            expect(cell).to_contain_text("head 2: query 3 (▁Kinder) gives key 4", timeout=30_000)
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             (view,) = boxes(page, "#cell-view")
             assert all(inside(box, (view[0], 0, view[2], 1e9)) for box in boxes(page, "#cell-view .scroll"))
             assert all(inside(box, (0, 0, width, 1e9)) for box in boxes(page, "#cell-query, #cell-key, #cell-all"))
             page.locator("#cell-accordion").screenshot(path=str(tmp_path / f"demo-cell-{width}.png"))
 
-            # heads off: tick a head, translate again, compare; all on unticks every switch
+            # heads off: tick a head, translate again, compare; which heads matter; all on unticks every switch
             open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
             page.locator("#off-cross").get_by_label("L4 H3").check()
             page.locator("#heads-off-run").click()
@@ -968,9 +976,6 @@ def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
             expect(result).to_contain_text(switched.text)
             expect(page.locator("#heads-off-plot .gtitle")).to_contain_text("heads off · layer 1", timeout=30_000)
             assert all(inside(box, (0, 0, width, 1e9)) for box in boxes(page, "#heads-off-plot .gtitle"))
-            page.locator("#heads-all-on").click()
-            expect(page.locator("#heads-accordion input[type=checkbox]:checked")).to_have_count(0, timeout=30_000)
-            assert page.locator("#heads-accordion input[type=checkbox]").count() == 48
             page.locator("#heads-matter").click()
             expect(page.locator("#heads-matter-summary")).to_contain_text("49 teacher-forced passes", timeout=60_000)
             page.wait_for_selector("#heads-matter-plot .annotation", timeout=30_000)
@@ -980,6 +985,9 @@ def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
             assert_apart(titles, "heads-matter titles")
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.locator("#heads-accordion").screenshot(path=str(tmp_path / f"demo-heads-{width}.png"))
+            page.locator("#heads-all-on").click()
+            expect(page.locator("#heads-accordion input[type=checkbox]:checked")).to_have_count(0, timeout=30_000)
+            assert page.locator("#heads-accordion input[type=checkbox]").count() == 48
 
             # the lesson's link: the worked example's sentence, its encoder self-attention, layer 1, head 1, cell (1, 1)
             page.get_by_role("tab", name="How attention works").click()
@@ -988,6 +996,12 @@ def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
             expect(page.locator("#translation textarea")).to_have_value(lesson_translation, timeout=30_000)
             expect(cell).to_contain_text("Encoder self-attention, layer 1, head 1: query 1 (▁Trans", timeout=30_000)
             expect(page.locator("#head-plot .gtitle")).to_contain_text("layer 1 · head 1")
+            rows = len(directions[EN_DE].translate([LESSON_SENTENCE], beam_size=5)[0].source_tokens)
+            query.fill("99")  # out of range: one message
+            query.press("Enter")
+            expect(page.locator(".toast-body")).to_have_count(1, timeout=30_000)
+            expect(page.locator(".toast-body")).to_contain_text(
+                f"Query 99 does not exist; this heatmap has {rows} rows (1–{rows}).")
             keep_screenshots(tmp_path, f"demo-cell-{width}.png", f"demo-heads-{width}.png")
         finally:
             browser.close()

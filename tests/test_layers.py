@@ -18,8 +18,8 @@ TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evalua
               "core.__main__"]
 SERVE = ["serve", "serve.__main__", "serve.api", "serve.arguments", "serve.batcher", "serve.calibrate", "serve.loadtest",
          "serve.policy", "serve.schemas", "serve.server", "serve.translator", "serve.validation"]
-DEMO = ["demo", "demo.app", "demo.beamtree", "demo.figures", "demo.handlers", "demo.inside", "demo.lesson",
-        "demo.space"]
+DEMO = ["demo", "demo.app", "demo.beamtree", "demo.figures", "demo.handlers", "demo.heads", "demo.inside",
+        "demo.lesson", "demo.space"]
 
 
 def imported_by(module: str) -> set[str]:
