@@ -631,6 +631,146 @@ def test_two_sentences_side_by_side_share_one_view_and_scale(directions):
 
 
 def test_look_inside_through_gradio_client(app_url, directions):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/beam_node", "/whole_translation", "/what_if", "/compare"} <= set(endpoints)
+    assert [p["label"] for p in endpoints["/what_if"]["parameters"]] == [
+        "Position", "Candidate", "…or type the start of the translation", "Layer", "Head"]
+    with pytest.raises(Exception, match="Translate a sentence first"):
+        client.predict(1, 1, api_name="/beam_node")
+    client.predict(SEES, EN_DE, 5, api_name="/translate")  # the session keeps the translation for what follows
+    sees = handlers.translate_text(directions, EN_DE, SEES, 5)
+    summary = client.predict(3, 2, api_name="/beam_node")
+    path = sees.beams.path(2, 1)
+    assert summary.startswith("Showing the attention of step 3, candidate 2:") and f"{path[-1].log_prob:.2f}" in summary
+    assert client.predict(api_name="/whole_translation") == ""
+    with pytest.raises(Exception, match="Step 99 does not exist"):
+        client.predict(99, 1, api_name="/beam_node")
+    candidate = look.first_alternative(sees, 3, look.candidate_choices(directions, sees, 3))
+    text, table, plot = client.predict(3, candidate, "", "1", handlers.MEAN, api_name="/what_if")
+    assert text == look.what_if(directions, sees, 3, candidate, "", "1", handlers.MEAN).result.text
+    assert "| # | before | log p | after | log p |" in table and plot
+    text, _, _ = client.predict(1, None, "Eine Frau", "1", handlers.MEAN, api_name="/what_if")
+    assert text.startswith("Eine Frau")
+    with pytest.raises(Exception, match="is not a candidate at position 3"):
+        client.predict(3, "▁Katze", "", "1", handlers.MEAN, api_name="/what_if")
+    first, second, left, right = client.predict(*look.COMPARE_EXAMPLE, EN_DE, 5, "encoder", "2", handlers.MEAN,
+                                                True, api_name="/compare")
+    assert (first, second) == tuple(t.text for t in directions[EN_DE].translate(list(look.COMPARE_EXAMPLE),
+                                                                               beam_size=5))
+    assert left and right
+    with pytest.raises(Exception, match="the input is empty"):
+        client.predict("", "A dog.", EN_DE, 5, "cross", "1", handlers.MEAN, False, api_name="/compare")
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
+def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, height):
+    """The beam tree (tap, hover, keyboard), a node's attention and back, the rollout switch, what if (a candidate
+    from the menu), two sentences side by side and an error for a start too long: every control answers, and
+    nothing leaves the page or its box, at a phone's and a desktop's width."""
+    from playwright.sync_api import expect, sync_playwright
+
+    sees = handlers.translate_text(directions, EN_DE, SEES, 5)
+    record, tokens = sees.beams, sees.attention.target_tokens
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(app_url)
+            source = page.locator("#source textarea")
+            source.fill(SEES)
+            source.press("Enter")
+            expect(page.locator("#translation textarea")).to_have_value(sees.text, timeout=30_000)
+            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
+
+            # the tree: every candidate, the translation's path marked, the box inside the page and scrolling
+            nodes = page.locator("#beam-tree g.n[data-s]")
+            expect(nodes).to_have_count(sum(len(step) for step in record.steps))
+            expect(page.locator("#beam-tree g.n.chosen[data-s]")).to_have_count(len(tokens))
+            (scroll,) = boxes(page, "#beam-tree .beam-scroll")
+            assert inside(scroll, (0, 0, width, 1e9)), scroll
+            status = page.locator("#beam-tree .beam-status")
+            pruned = next(i for i, node in enumerate(record.steps[2]) if node.status == "pruned")
+            node = page.locator(f"#beam-tree g.n[data-s='2'][data-i='{pruned}']")
+            node.hover()
+            expect(status).to_contain_text(f"step 3, candidate {pruned + 1}:")
+            expect(status).to_contain_text("pruned")
+            node.click()  # a tap on a phone: the scores, and the attention of that partial hypothesis
+            expect(page.locator("#node-status")).to_contain_text(f"step 3, candidate {pruned + 1}", timeout=30_000)
+            expect(page.locator("#head-plot .ytick")).to_have_count(3, timeout=30_000)
+            assert "selected" in node.get_attribute("class")
+
+            # the keyboard: Tab's entry is the first node of the translation; → its child, Enter selects
+            page.locator("#beam-tree g.n[tabindex='0']").focus()
+            page.keyboard.press("ArrowRight")
+            assert page.evaluate("document.activeElement.dataset.s") == "1"
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")
+            expect(page.locator("#node-status")).to_contain_text("step 2, candidate 2", timeout=30_000)
+            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
+
+            # rollout: the encoder view's switch, with the head menu idle (here for the node just chosen)
+            expect(page.locator("#rollout")).to_be_hidden()
+            page.locator("#kind").get_by_label("Encoder self-attention").check()
+            page.locator("#rollout input").check()
+            expect(page.locator("#head-plot .gtitle")).to_contain_text("Encoder attention rollout", timeout=30_000)
+            expect(page.locator("#head input")).to_be_disabled()
+            assert inside(boxes(page, "#rollout")[0], (0, 0, width, 1e9))
+            page.locator("#beam-search").scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / f"look-inside-{width}-beams.png"))
+
+            # back to the whole translation
+            page.locator("#kind").get_by_label("Encoder–decoder (cross) attention").check()
+            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
+            page.locator("#whole").click()
+            expect(page.locator("#head-plot .ytick")).to_have_count(len(tokens), timeout=30_000)
+            expect(page.locator("#node-status")).to_have_text("")
+            expect(page.locator("#beam-tree g.n.selected")).to_have_count(0)  # no node claims to be shown
+
+            # what if: another candidate at position 3, decoded on
+            page.locator("#what-if").get_by_text("What if").first.click()
+            page.locator("#what-if-position input").click()
+            page.get_by_role("option", name=f"3 · {tokens[2]}").click()
+            alternative = look.first_alternative(sees, 3, look.candidate_choices(directions, sees, 3))
+            expect(page.locator("#what-if-candidate input")).to_have_value(re.compile(f"^{alternative} "))
+            page.locator("#what-if-run").click()
+            expected = look.what_if(directions, sees, 3, alternative, "", "1", handlers.MEAN).result.text
+            expect(page.locator("#what-if-translation textarea")).to_have_value(expected, timeout=30_000)
+            page.wait_for_selector("#what-if-plot .ytick", timeout=30_000)
+            (table,) = boxes(page, "#what-if-table table")
+            assert inside(table, (0, 0, width, 1e9)), table
+            figure = boxes(page, "#what-if-plot .main-svg")[0]
+            assert all(inside(title, figure) for title in boxes(page, "#what-if-plot .gtitle"))
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.locator("#what-if").screenshot(path=str(tmp_path / f"look-inside-{width}-what-if.png"))
+
+            # two sentences side by side (stacked on a phone), one view for both
+            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
+            page.locator("#compare-run").click()
+            first, second = (t.text for t in directions[EN_DE].translate(list(look.COMPARE_EXAMPLE), beam_size=5))
+            expect(page.locator("#compare-translation-a textarea")).to_have_value(first, timeout=30_000)
+            expect(page.locator("#compare-translation-b textarea")).to_have_value(second, timeout=30_000)
+            page.locator("#compare-kind").get_by_label("Encoder self-attention").check()
+            for plot in ("a", "b"):
+                expect(page.locator(f"#compare-plot-{plot} .gtitle")).to_contain_text("Encoder self-attention",
+                                                                                      timeout=30_000)
+            left, right = (boxes(page, f"#compare-plot-{plot} .main-svg")[0] for plot in ("a", "b"))
+            assert all(inside(box, (0, 0, width, 1e9)) for box in (left, right)), (left, right)
+            side_by_side = abs(left[1] - right[1]) < 1 and left[2] <= right[0]
+            assert side_by_side == (width > 700), (left, right)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.locator("#compare").screenshot(path=str(tmp_path / f"look-inside-{width}-compare.png"))
+            keep_screenshots(tmp_path, *(f"look-inside-{width}-{view}.png" for view in ("beams", "what-if", "compare")))
+
+            # a start the model cannot take: one message, and no stale what-if left under it
+            page.locator("#what-if-typed textarea").fill("sehr " * 40)
+            page.locator("#what-if-run").click()
+            expect(page.locator(".toast-body")).to_contain_text("The start has 40 tokens", timeout=30_000)
+            expect(page.locator("#what-if-translation textarea")).to_have_value("")
+        finally:
+            browser.close()
 
 
 # ---- Look inside (issue #26): open a cell, heads off ------------------------------------------------------------
@@ -739,52 +879,11 @@ def test_which_heads_matter_measures_each_head_alone(directions, children):
         heads.head_effects(directions, None)
 
 
-def test_look_inside_through_gradio_client(app_url, directions, children):
+def test_single_head_views_through_gradio_client(app_url, directions, children):
     from gradio_client import Client
 
     client = Client(app_url, verbose=False)
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/beam_node", "/whole_translation", "/what_if", "/compare"} <= set(endpoints)
-    assert [p["label"] for p in endpoints["/what_if"]["parameters"]] == [
-        "Position", "Candidate", "…or type the start of the translation", "Layer", "Head"]
-    with pytest.raises(Exception, match="Translate a sentence first"):
-        client.predict(1, 1, api_name="/beam_node")
-    client.predict(SEES, EN_DE, 5, api_name="/translate")  # the session keeps the translation for what follows
-    sees = handlers.translate_text(directions, EN_DE, SEES, 5)
-    summary = client.predict(3, 2, api_name="/beam_node")
-    path = sees.beams.path(2, 1)
-    assert summary.startswith("Showing the attention of step 3, candidate 2:") and f"{path[-1].log_prob:.2f}" in summary
-    assert client.predict(api_name="/whole_translation") == ""
-    with pytest.raises(Exception, match="Step 99 does not exist"):
-        client.predict(99, 1, api_name="/beam_node")
-    candidate = look.first_alternative(sees, 3, look.candidate_choices(directions, sees, 3))
-    text, table, plot = client.predict(3, candidate, "", "1", handlers.MEAN, api_name="/what_if")
-    assert text == look.what_if(directions, sees, 3, candidate, "", "1", handlers.MEAN).result.text
-    assert "| # | before | log p | after | log p |" in table and plot
-    text, _, _ = client.predict(1, None, "Eine Frau", "1", handlers.MEAN, api_name="/what_if")
-    assert text.startswith("Eine Frau")
-    with pytest.raises(Exception, match="is not a candidate at position 3"):
-        client.predict(3, "▁Katze", "", "1", handlers.MEAN, api_name="/what_if")
-    first, second, left, right = client.predict(*look.COMPARE_EXAMPLE, EN_DE, 5, "encoder", "2", handlers.MEAN,
-                                                True, api_name="/compare")
-    assert (first, second) == tuple(t.text for t in directions[EN_DE].translate(list(look.COMPARE_EXAMPLE),
-                                                                               beam_size=5))
-    assert left and right
-    with pytest.raises(Exception, match="the input is empty"):
-        client.predict("", "A dog.", EN_DE, 5, "cross", "1", handlers.MEAN, False, api_name="/compare")
-
-
-@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
-def test_look_inside_in_a_real_browser(app_url, directions, tmp_path, width, height):
-    """The beam tree (tap, hover, keyboard), a node's attention and back, the rollout switch, what if (a candidate
-    from the menu), two sentences side by side and an error for a start too long: every control answers, and
-    nothing leaves the page or its box, at a phone's and a desktop's width."""
-    from playwright.sync_api import expect, sync_playwright
-
-    sees = handlers.translate_text(directions, EN_DE, SEES, 5)
-    record, tokens = sees.beams, sees.attention.target_tokens
-
-
     assert {"/open_cell", "/heads_off", "/which_heads_matter"} <= set(endpoints)
     with pytest.raises(Exception, match="Translate a sentence first"):
         client.predict("cross", "1", "1", 1, 1, False, api_name="/open_cell")
@@ -815,7 +914,7 @@ def open_accordion(page, label: str, content: str) -> None:
 
 
 @pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
-def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
+def test_single_heads_in_a_browser(app_url, directions, tmp_path, width, height):
     """Open a cell (a click on the heatmap opens it, the keyboard picks query and key, it follows the heatmap's
     head), switch heads off and back on, measure which heads matter, follow the lesson's link to the same steps in
     the real model, and a row out of range is one message; nothing cut off, nothing pushes the page sideways, at a
@@ -831,98 +930,6 @@ def test_look_inside_in_a_browser(app_url, directions, tmp_path, width, height):
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(app_url)
-            source = page.locator("#source textarea")
-            source.fill(SEES)
-            source.press("Enter")
-            expect(page.locator("#translation textarea")).to_have_value(sees.text, timeout=30_000)
-            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
-
-            # the tree: every candidate, the translation's path marked, the box inside the page and scrolling
-            nodes = page.locator("#beam-tree g.n[data-s]")
-            expect(nodes).to_have_count(sum(len(step) for step in record.steps))
-            expect(page.locator("#beam-tree g.n.chosen[data-s]")).to_have_count(len(tokens))
-            (scroll,) = boxes(page, "#beam-tree .beam-scroll")
-            assert inside(scroll, (0, 0, width, 1e9)), scroll
-            status = page.locator("#beam-tree .beam-status")
-            pruned = next(i for i, node in enumerate(record.steps[2]) if node.status == "pruned")
-            node = page.locator(f"#beam-tree g.n[data-s='2'][data-i='{pruned}']")
-            node.hover()
-            expect(status).to_contain_text(f"step 3, candidate {pruned + 1}:")
-            expect(status).to_contain_text("pruned")
-            node.click()  # a tap on a phone: the scores, and the attention of that partial hypothesis
-            expect(page.locator("#node-status")).to_contain_text(f"step 3, candidate {pruned + 1}", timeout=30_000)
-            expect(page.locator("#head-plot .ytick")).to_have_count(3, timeout=30_000)
-            assert "selected" in node.get_attribute("class")
-
-            # the keyboard: Tab's entry is the first node of the translation; → its child, Enter selects
-            page.locator("#beam-tree g.n[tabindex='0']").focus()
-            page.keyboard.press("ArrowRight")
-            assert page.evaluate("document.activeElement.dataset.s") == "1"
-            page.keyboard.press("ArrowDown")
-            page.keyboard.press("Enter")
-            expect(page.locator("#node-status")).to_contain_text("step 2, candidate 2", timeout=30_000)
-            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
-
-            # rollout: the encoder view's switch, with the head menu idle (here for the node just chosen)
-            expect(page.locator("#rollout")).to_be_hidden()
-            page.locator("#kind").get_by_label("Encoder self-attention").check()
-            page.locator("#rollout input").check()
-            expect(page.locator("#head-plot .gtitle")).to_contain_text("Encoder attention rollout", timeout=30_000)
-            expect(page.locator("#head input")).to_be_disabled()
-            assert inside(boxes(page, "#rollout")[0], (0, 0, width, 1e9))
-            page.locator("#beam-search").scroll_into_view_if_needed()
-            page.screenshot(path=str(tmp_path / f"look-inside-{width}-beams.png"))
-
-            # back to the whole translation
-            page.locator("#kind").get_by_label("Encoder–decoder (cross) attention").check()
-            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
-            page.locator("#whole").click()
-            expect(page.locator("#head-plot .ytick")).to_have_count(len(tokens), timeout=30_000)
-            expect(page.locator("#node-status")).to_have_text("")
-            expect(page.locator("#beam-tree g.n.selected")).to_have_count(0)  # no node claims to be shown
-
-            # what if: another candidate at position 3, decoded on
-            page.locator("#what-if").get_by_text("What if").first.click()
-            page.locator("#what-if-position input").click()
-            page.get_by_role("option", name=f"3 · {tokens[2]}").click()
-            alternative = look.first_alternative(sees, 3, look.candidate_choices(directions, sees, 3))
-            expect(page.locator("#what-if-candidate input")).to_have_value(re.compile(f"^{alternative} "))
-            page.locator("#what-if-run").click()
-            expected = look.what_if(directions, sees, 3, alternative, "", "1", handlers.MEAN).result.text
-            expect(page.locator("#what-if-translation textarea")).to_have_value(expected, timeout=30_000)
-            page.wait_for_selector("#what-if-plot .ytick", timeout=30_000)
-            (table,) = boxes(page, "#what-if-table table")
-            assert inside(table, (0, 0, width, 1e9)), table
-            figure = boxes(page, "#what-if-plot .main-svg")[0]
-            assert all(inside(title, figure) for title in boxes(page, "#what-if-plot .gtitle"))
-            assert page.evaluate("document.documentElement.scrollWidth") <= width
-            page.locator("#what-if").screenshot(path=str(tmp_path / f"look-inside-{width}-what-if.png"))
-
-            # two sentences side by side (stacked on a phone), one view for both
-            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
-            page.locator("#compare-run").click()
-            first, second = (t.text for t in directions[EN_DE].translate(list(look.COMPARE_EXAMPLE), beam_size=5))
-            expect(page.locator("#compare-translation-a textarea")).to_have_value(first, timeout=30_000)
-            expect(page.locator("#compare-translation-b textarea")).to_have_value(second, timeout=30_000)
-            page.locator("#compare-kind").get_by_label("Encoder self-attention").check()
-            for plot in ("a", "b"):
-                expect(page.locator(f"#compare-plot-{plot} .gtitle")).to_contain_text("Encoder self-attention",
-                                                                                      timeout=30_000)
-            left, right = (boxes(page, f"#compare-plot-{plot} .main-svg")[0] for plot in ("a", "b"))
-            assert all(inside(box, (0, 0, width, 1e9)) for box in (left, right)), (left, right)
-            side_by_side = abs(left[1] - right[1]) < 1 and left[2] <= right[0]
-            assert side_by_side == (width > 700), (left, right)
-            assert page.evaluate("document.documentElement.scrollWidth") <= width
-            page.locator("#compare").screenshot(path=str(tmp_path / f"look-inside-{width}-compare.png"))
-            keep_screenshots(tmp_path, *(f"look-inside-{width}-{view}.png" for view in ("beams", "what-if", "compare")))
-
-            # a start the model cannot take: one message, and no stale what-if left under it
-            page.locator("#what-if-typed textarea").fill("sehr " * 40)
-            page.locator("#what-if-run").click()
-            expect(page.locator(".toast-body")).to_contain_text("The start has 40 tokens", timeout=30_000)
-            expect(page.locator("#what-if-translation textarea")).to_have_value("")
-
-
             page.locator("#source textarea").fill(SENTENCE)
             page.locator("#source textarea").press("Enter")
             expect(page.locator("#translation textarea")).to_have_value(reference.text, timeout=30_000)
