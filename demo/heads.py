@@ -20,6 +20,7 @@ import numpy as np
 
 from core.config import TransformerConfig
 from core.heads import HEAD_KINDS, parse_head
+from core.search import trace_of
 from serve import Translator
 
 from . import figures, handlers, lesson
@@ -139,12 +140,11 @@ def check_index(value, count: int, name: str, has: str) -> int:
 
 def head_trace(translator: Translator, result: handlers.DemoTranslation, kind: str, layer: int,
                head: int) -> HeadTrace:
-    """Re-run the translation with ``return_trace=True`` (deterministic: the same tokens, checked) and keep one
-    head's part of the trace."""
-    (rerun,) = translator.translate([result.source], beam_size=result.beam_size, return_trace=True)
-    if tuple(rerun.token_ids) != tuple(result.hypothesis.token_ids):
-        raise DemoInputError("The model translated the sentence differently this time; translate it again.")
-    trace = rerun.trace.of(kind)
+    """One head's part of the translation's trace, from one teacher-forced pass over its tokens (the pass
+    ``translate(..., return_trace=True)`` makes, without searching again)."""
+    source = translator.tokenizer.encode(result.source) + [translator.config.eos_id]
+    (found,) = trace_of(translator.backend, [source], [result.hypothesis])
+    trace = found.of(kind)
     l, h = layer - 1, head - 1
     return HeadTrace(translation_key(result), kind, layer, head, trace.inputs[l], trace.queries[l, h],
                      trace.keys[l, h], trace.values[l, h], trace.heads[l, h], trace.head_outputs[l, h])
@@ -156,7 +156,7 @@ def open_cell(directions: Mapping[str, Translator], result: handlers.DemoTransla
     rows and columns) in one head of one layer (1-based) of an attention kind, with the head's trace to keep.
 
     ``cached`` is the head trace kept from the last call: reused when it is this translation's and head's,
-    otherwise the translation is re-run with its trace. Raises DemoInputError for no translation, a head that is
+    otherwise computed again (one teacher-forced pass). Raises DemoInputError for no translation, a head that is
     not one head (the mean) and any index out of range.
     """
     if result is None:
@@ -238,7 +238,7 @@ def cell_html(cell: Cell, all_dimensions: bool = False) -> str:
     check = (f"<p class='check'>Checks: the softmax row differs from the heatmap's row by at most {difference:.1e}; "
              f"the weighted sum recomputed here differs from the model's head output by at most "
              f"{float(np.max(np.abs(recomputed - cell.output))):.1e}. Every number is the model's own, from "
-             "a re-run of this translation with its trace.</p>")
+             "one teacher-forced pass over this translation's tokens.</p>")
     return f"<div class='cell-view'>{summary}{sections}{check}</div>"
 
 
