@@ -3,7 +3,8 @@
 Spaces installs ``requirements.txt`` before it copies the repository, so the folder carries everything itself: the
 front matter (``sdk: gradio``, ``sdk_version``, ``app_file``, ``python_version``), a torch-free
 ``requirements.txt`` pinned to the versions installed here, ``app.py``, the project's torch-free modules the app
-imports, and the ONNX bundles (verified by their manifests' sha256 when the app loads them).
+imports, and the ONNX bundles (verified by their manifests' sha256 when the app loads them). The Space's licence is
+the weights' (:func:`weights_licence`): GPL-2.0-or-later when a bundled model learned from the GPL Ding dictionary.
 """
 
 from __future__ import annotations
@@ -45,7 +46,17 @@ def imported_project_files() -> list[Path]:
     return [Path(line) for line in listed.splitlines()]
 
 
-def space_readme(title: str, directions: Sequence[str]) -> str:
+def weights_licence(bundle: Path) -> str:
+    """The Hub licence id of a bundle's weights: "gpl-2.0" when its model folder's metrics.json names the GPL (the
+    model was trained on the Ding dictionary, :mod:`core.ding`), else "mit", the project's own."""
+    metrics = bundle.resolve().parent / "metrics.json"
+    if bundle.resolve().name == "onnx" and metrics.is_file():
+        if str(json.loads(metrics.read_text(encoding="utf-8")).get("license", "")).startswith("GPL"):
+            return "gpl-2.0"
+    return "mit"
+
+
+def space_readme(title: str, directions: Sequence[str], licence: str = "mit") -> str:
     gradio_version = metadata.version("gradio")
     python_version = ".".join(platform.python_version_tuple()[:2])
     return f"""---
@@ -58,14 +69,15 @@ sdk_version: {gradio_version}
 app_file: app.py
 python_version: "{python_version}"
 pinned: false
-license: mit
+license: {licence}
 short_description: Translate and watch every attention head of a Transformer
 ---
 
 # {title}
 
-A Transformer written from "Attention Is All You Need", trained on Multi30K image descriptions, running on the CPU
-with onnxruntime (no torch). Translate ({", ".join(directions)}), then inspect the encoder, decoder and
+A Transformer written from "Attention Is All You Need", trained on Multi30K image descriptions{
+    " and the everyday sentences of the Ding German-English dictionary (GPL-2.0-or-later, hence the weights' licence)"
+    if licence == "gpl-2.0" else ""}, running on the CPU with onnxruntime (no torch). Translate ({", ".join(directions)}), then inspect the encoder, decoder and
 encoder-decoder attention of the translation beam search chose, for every layer and head.
 
 Written by `python -m demo.space` from the attention-mt repository; run it locally with `pip install -r
@@ -103,7 +115,8 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
     (out / "app.py").write_text(APP, encoding="utf-8")
     (out / "requirements.txt").write_text(
         "".join(f"{package}=={metadata.version(package)}\n" for package in REQUIREMENTS), encoding="utf-8")
-    (out / "README.md").write_text(space_readme(title, directions), encoding="utf-8")
+    licence = "gpl-2.0" if any(weights_licence(bundle) == "gpl-2.0" for bundle in bundles) else "mit"
+    (out / "README.md").write_text(space_readme(title, directions, licence), encoding="utf-8")
     (out / ".gitattributes").write_text(GITATTRIBUTES, encoding="utf-8")
     return out
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, free_port
 from demo.space import main as space_main
-from demo.space import write_space
+from demo.space import space_readme, weights_licence, write_space
 from serve import Translator
 
 
@@ -29,6 +29,7 @@ def test_space_runs_in_a_fresh_venv_without_torch(tmp_path):
     front_matter = readme.split("---")[1]
     for key in ("sdk: gradio", "sdk_version: ", "app_file: app.py", "python_version: "):
         assert key in front_matter
+    assert "license: gpl-2.0" in front_matter and "Ding" in readme  # the shipped weights learned from the GPL dictionary
     requirements = (space / "requirements.txt").read_text()
     assert "torch" not in requirements and "gradio==" in requirements
     assert not (space / "core" / "model.py").exists() and (space / "models" / "en-de" / "onnx" / "encoder.onnx").is_file()
@@ -74,3 +75,14 @@ def test_space_runs_in_a_fresh_venv_without_torch(tmp_path):
             app.kill()
             app.wait()
         log.close()
+
+
+def test_space_licence_follows_the_weights(tmp_path):
+    bundle = tmp_path / "model" / "onnx"
+    bundle.mkdir(parents=True)
+    assert weights_licence(bundle) == "mit"  # no metrics.json: the project's own licence
+    (bundle.parent / "metrics.json").write_text('{"license": "GPL-2.0-or-later (trained on Ding)"}')
+    assert weights_licence(bundle) == "gpl-2.0"
+    (bundle.parent / "metrics.json").write_text('{"license": "MIT"}')
+    assert weights_licence(bundle) == "mit"
+    assert "license: mit" in space_readme("t", ["en→de"]) and "Ding" not in space_readme("t", ["en→de"])
