@@ -34,7 +34,7 @@ MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
 # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step; 3: every graph takes head masks,
 # teacher_forced.onnx (in place of decoder.onnx) returns the attention weights and traces
-BUNDLE_FORMAT_VERSION = 3
+BUNDLE_FORMAT_VERSION = 4
 GRAPHS = ("encoder", "decoder_step", "teacher_forced")
 ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
 PRECISIONS = ("float32", "int8")
@@ -145,8 +145,8 @@ class OnnxState:
 class OnnxBackend:
     """The bundle's graphs under onnxruntime, as a :class:`core.search.SearchBackend`.
 
-    ``graphs`` maps "encoder", "decoder_step" and "teacher_forced" to their files; ``top_k`` is how many tokens the
-    step graph returns per row (the search asks for 2 x beam_size). ``same_length_batches`` (set for int8) keeps
+    ``graphs`` maps "encoder", "decoder_step" and "teacher_forced" to their files; ``top_k`` is the most tokens the
+    step graph returns per row (its ``top_k`` input; the search asks for 2 x beam_size). ``same_length_batches`` (set for int8) keeps
     sources of different lengths out of one batch: padding a source changes the float rounding of its attention
     sums by ~1e-7, which a row's int8 scale can turn into another token, so without padding a sentence's
     translation never depends on its batch mates.
@@ -220,10 +220,11 @@ class OnnxBackend:
 
     def step(self, last_tokens: np.ndarray, state: OnnxState, k: int) -> tuple[np.ndarray, np.ndarray, OnnxState]:
         if k > self.top_k:
-            raise ValueError(f"this bundle's step graph returns {self.top_k} tokens per row; beam_size must be at "
-                             f"most {self.top_k // 2}")
+            raise ValueError(f"this bundle's step graph returns at most {self.top_k} tokens per row; beam_size must "
+                             f"be at most {self.top_k // 2}")
         inputs = {"target_ids": last_tokens[:, None], "source_mask": state.source_mask,  # [N] -> [N, 1]
-                  "decoder_head_mask": state.head_mask.decoder, "cross_head_mask": state.head_mask.cross}
+                  "decoder_head_mask": state.head_mask.decoder, "cross_head_mask": state.head_mask.cross,
+                  "top_k": np.array(k, dtype=np.int64)}
         for layer in range(self.config.n_decoder_layers):
             inputs[f"past_key_{layer}"], inputs[f"past_value_{layer}"] = state.self_keys[layer], state.self_values[layer]
             inputs[f"cross_key_{layer}"] = state.cross_keys[layer]
@@ -231,7 +232,7 @@ class OnnxBackend:
         top_log_probs, top_ids, *present = self.decoder_step.run(self.step_outputs, inputs)
         state = OnnxState(state.sentences, state.source_mask, state.head_mask, tuple(present[0::2]),
                           tuple(present[1::2]), state.cross_keys, state.cross_values)
-        return top_log_probs[:, :k], top_ids[:, :k], state
+        return top_log_probs, top_ids, state
 
     def teacher_forced(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
                        head_mask: HeadMask | None = None) -> dict[str, np.ndarray]:

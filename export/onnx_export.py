@@ -15,6 +15,7 @@ decoder_step.onnx (the search's step: one token per row, per-layer caches, no at
   in   target_ids          int64 [batch, 1]
        source_mask         bool  [batch, source_length]
        decoder_head_mask, cross_head_mask
+       top_k               int64 []               how many tokens to return per row, 1 .. the manifest's top_k
        past_key_0 .. past_key_{L-1}, past_value_0 ..    float [batch, heads, past_length, d_head]  (0 at the first step)
        cross_key_0 .. cross_key_{L-1}, cross_value_0 .. float [batch, heads, source_length, d_head]
   out  top_log_probs       float [batch, top_k]   log-softmax of the next-token logits, the top_k best, best first
@@ -66,7 +67,7 @@ ENCODER_FILE, STEP_FILE, TEACHER_FORCED_FILE = "encoder.onnx", "decoder_step.onn
 GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "teacher_forced": TEACHER_FORCED_FILE}
 INT8_FILES = {name: GRAPH_FILES[name].replace(".onnx", ".int8.onnx") for name in INT8_GRAPHS}
 MIN_INT8_AGREEMENT = 0.9  # share of teacher-forced steps whose int8 top-1 token is float32's
-MAX_TOP_K = 32  # tokens per row the step graph returns: enough for beams up to 16
+MAX_TOP_K = 32  # the most tokens per row the step graph returns: enough for beams up to 16
 LOGIT_TOLERANCE, ATTENTION_TOLERANCE = 1e-4, 1e-5
 # Real sentences for the built-in parity check, in the languages of the shipped models; any text works.
 PARITY_SENTENCES = [
@@ -117,8 +118,9 @@ class TeacherForcedGraph(nn.Module):
                 *encoded.traces.parts(), *output.self_traces.parts(), *output.cross_traces.parts())
 
 
-def blocked_top_k(scores: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tensor]:
-    """torch.topk(scores, k) of [B, V] rows, best first, reading each score once instead of sorting all of them.
+def blocked_top_k(scores: Tensor, k: int, max_k: int, block: int = 32) -> tuple[Tensor, Tensor]:
+    """torch.topk(scores, k) of [B, V] rows, best first, reading each score once instead of sorting all of them;
+    ``k`` may be a graph input up to ``max_k``.
 
     Each of the k best scores lies in a block whose maximum is among the k largest block maxima, so a top-k over
     the V / block maxima picks k blocks and a second top-k over their k x block scores finds the k best. In
@@ -126,7 +128,7 @@ def blocked_top_k(scores: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tens
     may come out in another order than torch.topk's; the search orders equal scores by token id itself.
     """
     rows, width = scores.shape
-    if width % block or width // block < k:
+    if width % block or width // block < max_k:
         return torch.topk(scores, k, dim=-1)
     blocks = width // block
     chosen = scores.reshape(rows, blocks, block).amax(dim=-1).topk(k, dim=-1).indices  # [B, k] block numbers
@@ -137,21 +139,26 @@ def blocked_top_k(scores: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tens
 
 
 class DecoderStepGraph(nn.Module):
-    """One search step: the next token's log-softmax, its top_k, and each layer's grown self-attention cache."""
+    """One search step: the next token's log-softmax, its top_k best (top_k an input, at most max_top_k: TopK's
+    cost in onnxruntime grows steeply with k, and a search needs only 2 x beam_size), and each layer's grown
+    self-attention cache."""
 
-    def __init__(self, model: Transformer, top_k: int) -> None:
+    def __init__(self, model: Transformer, max_top_k: int) -> None:
         super().__init__()
         self.model = model
-        self.top_k = top_k
+        self.max_top_k = max_top_k
 
-    def forward(self, target_ids, source_mask, decoder_head_mask, cross_head_mask, *caches):
+    def forward(self, target_ids, source_mask, decoder_head_mask, cross_head_mask, top_k, *caches):
+        k = top_k.item()
+        torch._check(k >= 1)
+        torch._check(k <= self.max_top_k)
         layers = self.model.config.n_decoder_layers
         past, cross = caches[: 2 * layers], caches[2 * layers :]  # each interleaved: key_0, value_0, key_1, ...
         cache = KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
         output = self.model.decode(target_ids, source_mask, cache, self_head_mask=decoder_head_mask,
                                    cross_head_mask=cross_head_mask)
         log_probs = torch.log_softmax(output.logits.squeeze(1), dim=-1)  # [B, 1, V] -> [B, V], no copy
-        top_log_probs, top_ids = blocked_top_k(log_probs, self.top_k)  # [B, top_k], best first
+        top_log_probs, top_ids = blocked_top_k(log_probs, k, self.max_top_k)  # [B, top_k], best first
         present = [tensor for pair in zip(output.cache.self_keys, output.cache.self_values) for tensor in pair]
         return top_log_probs, top_ids, *present
 
@@ -169,6 +176,21 @@ def per_layer(names: tuple[str, str], layers: int) -> list[str]:
 
 def step_top_k(config) -> int:
     return min(MAX_TOP_K, config.vocab_size)
+
+
+def name_output_dimension(path: Path, output: str, axis: int, name: str) -> None:
+    """Give one output dimension a name, everywhere it occurs in the graph: the exporter calls a length that comes
+    from a value (the step graph's top_k input) u0, u1, ..."""
+    import onnx
+
+    model = onnx.load(str(path))
+    (described,) = [value for value in model.graph.output if value.name == output]
+    old = described.type.tensor_type.shape.dim[axis].dim_param
+    for value in [*model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if old and dim.dim_param == old:
+                dim.dim_param = name
+    onnx.save(model, str(path))
 
 
 def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
@@ -196,14 +218,16 @@ def export_graphs(model: Transformer, directory: Path, opset: int) -> None:
     torch.onnx.export(
         DecoderStepGraph(model, step_top_k(config)).eval(),
         (torch.full((2, 1), 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool), masks["decoder"],
-         masks["cross"], *past, *cross),
+         masks["cross"], torch.tensor(step_top_k(config)), *past, *cross),
         str(directory / STEP_FILE), dynamo=True, opset_version=opset,
-        input_names=["target_ids", "source_mask", "decoder_head_mask", "cross_head_mask", *past_names, *cross_names],
+        input_names=["target_ids", "source_mask", "decoder_head_mask", "cross_head_mask", "top_k", *past_names,
+                     *cross_names],
         output_names=["top_log_probs", "top_ids", *per_layer(("present_key", "present_value"), layers)],
         external_data=False, verbose=False,
-        dynamic_shapes=({0: batch}, {0: batch, 1: source_length}, per_row, per_row,  # then the *caches varargs
+        dynamic_shapes=({0: batch}, {0: batch, 1: source_length}, per_row, per_row, None,  # then the *caches varargs
                         (*[{0: batch, 2: past_length}] * len(past), *[{0: batch, 2: source_length}] * len(cross))),
     )
+    name_output_dimension(directory / STEP_FILE, "top_log_probs", 1, "top_k")
     example = (source_ids, torch.full((2, 3), 5, dtype=torch.long), masks["encoder"], masks["decoder"], masks["cross"])
     torch.onnx.export(
         TeacherForcedGraph(model).eval(), example, str(directory / TEACHER_FORCED_FILE), dynamo=True, opset_version=opset,
@@ -321,17 +345,21 @@ def compare_teacher_forced(report: ParityReport, runtime: OnnxBackend, torch_bac
 def compare_steps(report: ParityReport, runtime: OnnxBackend, torch_backend: TorchBackend, source_ids: np.ndarray,
                   target_ids: np.ndarray, head_mask: HeadMask | None) -> None:
     """encoder.onnx and decoder_step.onnx, step by step with their caches, against the torch model's decode: each
-    step's top-k log-probabilities must be torch's k best, best first."""
+    step's top-k log-probabilities must be torch's k best, best first, for k = the largest, 2 x beam 5 and greedy's 2
+    in turn."""
     state, torch_state = runtime.start(source_ids, head_mask), torch_backend.start(source_ids, head_mask)
     for position in range(target_ids.shape[1]):
         step_ids = target_ids[:, position : position + 1]
-        top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, runtime.top_k)
+        k = (runtime.top_k, 10, 2)[position % 3]
+        top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, k)
+        if top_ids.shape[1] != k:
+            raise ParityError(f"decoder_step returned {top_ids.shape[1]} tokens per row for top_k {k}")
         torch_step = torch_backend.model.decode(torch.from_numpy(step_ids), torch_state.source_mask,
                                                 torch_state.cache, self_head_mask=torch_state.self_head_mask,
                                                 cross_head_mask=torch_state.cross_head_mask)
         torch_state = replace(torch_state, cache=torch_step.cache)
         torch_log_probs = torch.log_softmax(torch_step.logits[:, -1], dim=-1)  # [B, V]
-        kth_best = torch_log_probs.topk(runtime.top_k, dim=-1).values[:, -1].numpy()
+        kth_best = torch_log_probs.topk(k, dim=-1).values[:, -1].numpy()
         report.max_step_log_prob_difference = max(
             report.max_step_log_prob_difference,
             _max_difference(top_log_probs, torch_log_probs.gather(1, torch.from_numpy(top_ids))),

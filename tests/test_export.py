@@ -41,7 +41,7 @@ def test_bundle_is_self_contained_and_described(bundle):
     names = {"encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "encoder.int8.onnx",
              "decoder_step.int8.onnx", "tokenizer.json", "config.json"}
     assert set(manifest["files"]) == names
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     assert json.loads((directory / "manifest.json").read_text()) == manifest
     assert manifest["opset"] >= 17
     assert manifest["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
@@ -62,12 +62,13 @@ def test_bundle_is_self_contained_and_described(bundle):
     step = manifest["graphs"]["decoder_step"]
     assert step["top_k"] == 32
     assert [i["name"] for i in step["inputs"]] == ["target_ids", "source_mask", "decoder_head_mask",
-                                                   "cross_head_mask", "past_key_0", "past_value_0", "past_key_1",
-                                                   "past_value_1", "cross_key_0", "cross_value_0", "cross_key_1",
-                                                   "cross_value_1"]
-    assert step["inputs"][4]["shape"] == ["batch", 2, "past_length", 8]
-    assert step["outputs"][0] == {"name": "top_log_probs", "dtype": "float32", "shape": ["batch", 32]}
-    assert step["outputs"][1] == {"name": "top_ids", "dtype": "int64", "shape": ["batch", 32]}
+                                                   "cross_head_mask", "top_k", "past_key_0", "past_value_0",
+                                                   "past_key_1", "past_value_1", "cross_key_0", "cross_value_0",
+                                                   "cross_key_1", "cross_value_1"]
+    assert step["inputs"][4] == {"name": "top_k", "dtype": "int64", "shape": []}
+    assert step["inputs"][5]["shape"] == ["batch", 2, "past_length", 8]
+    assert step["outputs"][0] == {"name": "top_log_probs", "dtype": "float32", "shape": ["batch", "top_k"]}
+    assert step["outputs"][1] == {"name": "top_ids", "dtype": "int64", "shape": ["batch", "top_k"]}
     assert [o["name"] for o in step["outputs"][2:]] == ["present_key_0", "present_value_0", "present_key_1",
                                                         "present_value_1"]
     for name in names:
@@ -229,7 +230,7 @@ def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
     shutil.copytree(bundle[0], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
-    with pytest.raises(BundleError, match="format_version 1; this version reads 3: export the model again"):
+    with pytest.raises(BundleError, match="format_version 1; this version reads 4: export the model again"):
         Translator(copy)
 
 

@@ -11,7 +11,7 @@
 import { Tokenizer } from "@huggingface/tokenizers";
 
 export const BUNDLE_FORMAT = "attention-mt-onnx";
-export const BUNDLE_FORMAT_VERSION = 3;
+export const BUNDLE_FORMAT_VERSION = 4;
 const GRAPHS = ["encoder", "decoder_step", "teacher_forced"];
 
 export class BundleError extends Error {}
@@ -320,7 +320,7 @@ class OnnxBackend {
 
   async step(lastTokens, state, k) {
     if (k > this.topK) {
-      throw new RangeError(`this bundle's step graph returns ${this.topK} tokens per row; beamSize must be at most ${this.topK / 2}`);
+      throw new RangeError(`this bundle's step graph returns at most ${this.topK} tokens per row; beamSize must be at most ${this.topK / 2}`);
     }
     const { Tensor } = this.ort;
     const N = state.rows, H = this.config.n_heads, D = this.dHead, S = state.sourceLength, P = state.pastLength;
@@ -329,6 +329,7 @@ class OnnxBackend {
       source_mask: new Tensor("bool", state.mask, [N, S]),
       decoder_head_mask: this.headMask(N, this.config.n_decoder_layers),
       cross_head_mask: this.headMask(N, this.config.n_decoder_layers),
+      top_k: new Tensor("int64", BigInt64Array.from([BigInt(k)]), []),
     };
     for (let l = 0; l < this.config.n_decoder_layers; l++) {
       feeds[`past_key_${l}`] = new Tensor("float32", state.selfKeys[l], [N, H, P, D]);
@@ -336,14 +337,8 @@ class OnnxBackend {
       feeds[`cross_key_${l}`] = new Tensor("float32", state.crossKeys[l], [N, H, S, D]);
       feeds[`cross_value_${l}`] = new Tensor("float32", state.crossValues[l], [N, H, S, D]);
     }
-    const out = await this.sessions.decoder_step.run(feeds);
-    const logProbs = new Float32Array(N * k), ids = new Array(N * k);
-    for (let r = 0; r < N; r++) {
-      for (let j = 0; j < k; j++) {
-        logProbs[r * k + j] = out.top_log_probs.data[r * this.topK + j];
-        ids[r * k + j] = Number(out.top_ids.data[r * this.topK + j]);
-      }
-    }
+    const out = await this.sessions.decoder_step.run(feeds);  // top_log_probs, top_ids: [N, k]
+    const logProbs = Float32Array.from(out.top_log_probs.data), ids = Array.from(out.top_ids.data, Number);
     const layers = [...Array(this.config.n_decoder_layers).keys()];
     return { logProbs, ids, state: { ...state, pastLength: P + 1,
       selfKeys: layers.map((l) => out[`present_key_${l}`].data),
