@@ -25,13 +25,15 @@ from serve.arguments import PORT, POSITIVE, add_precision
 from . import beamtree, figures, handlers, heads, inside
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-EXAMPLES = [  # Multi30K-like image descriptions, written for the demo (not taken from the data set)
+EXAMPLES = [  # photo captions and everyday sentences, written for the demo (not taken from the data sets)
     ("English → German", "Two young children are playing with a red ball on the grass."),
     ("English → German", "A man in a blue jacket is riding his bicycle down a busy street."),
-    ("English → German", "A brown dog jumps over a log in the forest."),
+    ("English → German", "I have no time today."),
+    ("English → German", "My brother works in a hospital."),
     ("German → English", "Eine Frau mit Sonnenbrille sitzt auf einer Bank im Park."),
     ("German → English", "Drei Männer arbeiten auf einer Baustelle neben der Straße."),
-    ("German → English", "Ein kleines Mädchen spielt im Sand am Strand."),
+    ("German → English", "Ich habe heute keine Zeit."),
+    ("German → English", "Das Wetter ist schön, lass uns spazieren gehen."),
 ]
 INTRO = """# attention-mt: watch every attention head translate
 
@@ -39,10 +41,12 @@ A Transformer written from *Attention Is All You Need*, small enough to run on a
 sentence, then look inside: the encoder's self-attention, the decoder's self-attention and the encoder–decoder
 attention of **the translation beam search chose**, for every layer and every head.
 
-**Know the domain:** both models were trained only on [Multi30K](https://github.com/multi30k/dataset): 29,000
-short descriptions of everyday photos (people, animals, streets, sports). They translate such sentences well; on
-news, chat or technical text they will make confident mistakes. The **Confidence** line under each translation says
-when a sentence looks outside what the model knows."""
+**Know the domain:** both models learned from [Multi30K](https://github.com/multi30k/dataset) (29,000 short
+descriptions of everyday photos) and from the everyday example sentences and phrases of the Ding German–English
+dictionary (16,000 sentences). They translate captions well and short, simple everyday sentences only sometimes
+right; they are tiny (2.35 M parameters), so on idioms, news, long or technical text they will make confident
+mistakes. The **Confidence** line under each translation says when a sentence does not look like the captions the
+models translate well: treat those translations with care."""
 LESSON_INTRO = """The article's worked example: the sentence **"Transformer is powerful"**, three tokens with
 3-dimensional embeddings, the article's positional vectors added, and one attention head with d_k = d_v = 3. The
 projections W^Q, W^K, W^V are random (standard normal): change the seed to draw others. Every number below is computed
@@ -319,11 +323,11 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
     confidence = gr.Textbox(label="Confidence", interactive=False, elem_id="confidence", lines=1,
-                            info="Does the sentence look like the captions the model learned from? Calibrated on "
+                            info="Does the sentence look like the captions the model translates well? Calibrated on "
                                  "Multi30K (in) and everyday sentences, other languages and noise (out).")
     notices = gr.Markdown(label="Notices", elem_id="notices")
     examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
-                           label="Examples (Multi30K-like): click one to translate it")
+                           label="Examples (captions and everyday sentences): click one to translate it")
 
     # Each look-inside view is an accordion of its own; more views go beside them.
     with gr.Accordion("Beam search: every candidate the search ranked", open=True, elem_id="beam-search"):
