@@ -312,16 +312,17 @@ def test_language_pair_is_recorded(model_dir, tmp_path):
         export_bundle(model_dir, tmp_path / "half", source_lang="en")
 
 
-@pytest.mark.parametrize("width,k", [(8000, 32), (256, 8), (64, 2), (200, 4)])  # 200: not blocks of 32, plain topk
-def test_blocked_top_k_equals_torch_topk(width, k):
+@pytest.mark.parametrize("width,k,max_k", [(8000, 32, 32), (8000, 10, 32), (256, 8, 8), (64, 2, 2),
+                                           (200, 4, 4)])  # 200: not blocks of 32, plain topk
+def test_blocked_top_k_equals_torch_topk(width, k, max_k):
     from export.onnx_export import blocked_top_k
 
     generator = torch.Generator().manual_seed(width)
     scores = torch.randn(9, width, generator=generator).log_softmax(-1)
-    values, ids = blocked_top_k(scores, k)
+    values, ids = blocked_top_k(scores, k, max_k)
     expected = scores.topk(k, dim=-1)
     torch.testing.assert_close(values, expected.values, rtol=0, atol=0)
     assert torch.equal(ids, expected.indices)
     tied = torch.zeros(2, width)  # every score equal: any k ids are right, each once, values all equal
-    values, ids = blocked_top_k(tied, k)
+    values, ids = blocked_top_k(tied, k, max_k)
     assert (values == 0).all() and all(len(set(row.tolist())) == k for row in ids)

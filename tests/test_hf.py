@@ -132,7 +132,8 @@ def test_transformers_js_translates_as_serve_greedy(shipped, node_modules):
     results = json.loads(done.stdout.strip().splitlines()[-1])
     translations = Translator(ROOT / "models" / pair / "onnx").translate(sentences, beam_size=1)
     assert [r["ids"] for r in results] == [t.token_ids for t in translations]
-    assert [r["text"] for r in results] == [t.text for t in translations]
+    # A dropped <unk> leaves its spaces in Transformers.js's text; serve's decode collapses them (docs/huggingface.md)
+    assert [" ".join(r["text"].split()) for r in results] == [t.text for t in translations]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["post-norm", "pre-norm"])

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 WATCHED = ["core", "export", "serve", "demo", "bench", "torch", "ctranslate2", "ray", "gradio", "matplotlib",
            "transformers"]
-TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.ding", "core.heads",
+TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "core.data", "core.ding", "core.heads", "core.mix",
                    "core.positional", "core.search", "core.tokenizer", "core.translator"]
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
               "core.__main__"]
