@@ -130,16 +130,21 @@ def ctranslate2_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callabl
 
 
 def ctranslate2_model(model_dir: Path, quantization: str | None) -> Path:
-    """The converted model folder, written on first use."""
+    """The converted model folder, written on first use and again whenever the weights change (the folder records
+    the sha256 of the model.safetensors it was converted from)."""
+    from core.bundle import sha256_of
     from export.to_ctranslate2 import CTRANSLATE2_DIR, convert
 
     folder = model_dir / "bench" / (CTRANSLATE2_DIR + (f"-{quantization}" if quantization else ""))
-    if not (folder / "model.bin").exists():
+    stamp, weights = folder / CONVERTED_FROM, sha256_of(model_dir / "model.safetensors")
+    if not (folder / "model.bin").exists() or not stamp.exists() or stamp.read_text().strip() != weights:
         folder.parent.mkdir(parents=True, exist_ok=True)
         convert(model_dir, folder, quantization=quantization, force=True)
+        stamp.write_text(weights + "\n")
     return folder
 
 
+CONVERTED_FROM = "converted_from.sha256"  # in a cached CTranslate2 folder: the weights it was converted from
 RUNNERS = {"serve": serve_runner, "torch": torch_runner, "ctranslate2": ctranslate2_runner}
 
 

@@ -8,7 +8,10 @@ import pytest
 pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0 first (the train extra)")
 pytestmark = pytest.mark.torch
 
+import torch  # noqa: E402
+
 from conftest import CORPUS, ROOT, tiny_config
+from core.bundle import sha256_of
 from core.decoding import TorchTranslator
 from core.model import Transformer
 from export import ExportError
@@ -32,6 +35,20 @@ def tiny_model(directory, tokenizer, **overrides):
     Transformer(config).save_pretrained(directory)
     tokenizer.save(directory)
     return directory
+
+
+def test_the_benchmark_converts_again_when_the_weights_change(tmp_path, tokenizer):
+    from bench.benchmark import CONVERTED_FROM, ctranslate2_model
+
+    torch.manual_seed(0)
+    model_dir = tiny_model(tmp_path / "model", tokenizer)
+    folder = ctranslate2_model(model_dir, None)
+    first = (folder / "model.bin").read_bytes()
+    assert ctranslate2_model(model_dir, None) == folder and (folder / "model.bin").read_bytes() == first  # cached
+    torch.manual_seed(1)
+    Transformer(tiny_config(vocab_size=tokenizer.vocab_size, max_positions=256)).save_pretrained(model_dir)  # retrained
+    assert ctranslate2_model(model_dir, None) == folder and (folder / "model.bin").read_bytes() != first
+    assert (folder / CONVERTED_FROM).read_text().strip() == sha256_of(model_dir / "model.safetensors")
 
 
 @pytest.mark.parametrize("pre_norm", [False, True], ids=["post-norm", "pre-norm"])
