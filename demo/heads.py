@@ -49,12 +49,17 @@ HEATMAP_CLICK_SCRIPT = """() => {
       label.click();  // its inputs are drawn when it opens
       for (let tries = 0; tries < 100 && !document.querySelector('#cell-key input'); tries++) await pause(20);
     }
-    for (let tries = 0; tries < 10; tries++) {  // typed again until both keep their value
+    // Typed again until both keep their value (a redraw can put back the old one), but never over a value that
+    // someone typed since: only an input that shows again what it showed before this click is typed again.
+    const before = {};
+    for (let tries = 0; tries < 10; tries++) {
       let kept = true;
       for (const [id, value] of [['cell-query', row + 1], ['cell-key', column + 1]]) {
         const input = document.querySelector(`#${id} input`);
         if (!input || input.value === String(value)) continue;
+        if (id in before && input.value !== before[id]) continue;  // changed by the visitor: theirs now
         kept = false;
+        if (!(id in before)) before[id] = input.value;
         input.value = String(value);
         input.dispatchEvent(new Event('input', {bubbles: true}));
       }
