@@ -146,8 +146,8 @@ class OnnxBackend:
     """The bundle's graphs under onnxruntime, as a :class:`core.search.SearchBackend`.
 
     ``graphs`` maps "encoder", "decoder_step" and "teacher_forced" to their files; ``top_k`` is the most tokens the
-    step graph returns per row (its ``top_k`` input; the search asks for 2 x beam_size). ``same_length_batches`` (set for int8) keeps
-    sources of different lengths out of one batch: padding a source changes the float rounding of its attention
+    step graph returns per row (its ``top_k`` input; the search asks for 2 x beam_size). ``same_length_batches`` (set
+    for int8) keeps sources of different lengths out of one batch: padding a source changes the float rounding of its attention
     sums by ~1e-7, which a row's int8 scale can turn into another token, so without padding a sentence's
     translation never depends on its batch mates.
     """

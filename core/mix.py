@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
                 (args.out / f"{source}-{target}.{lang}").write_text("".join(f"{line}\n" for line in side),
                                                                      encoding="utf-8")
             print(f"{source}-{target}: {len(side):,} pairs")
+        for lang, side in val.items():
+            (args.out / f"val.{lang}").write_text("".join(f"{line}\n" for line in side), encoding="utf-8")
     except (DataError, OSError) as error:
         sys.exit(f"error: {error}")
-    for lang, side in val.items():
-        (args.out / f"val.{lang}").write_text("".join(f"{line}\n" for line in side), encoding="utf-8")
     print(f"val: {len(val['en']):,} pairs (Multi30K, then Ding)")
 
 

@@ -49,8 +49,9 @@ def imported_project_files() -> list[Path]:
 def weights_licence(bundle: Path) -> str:
     """The Hub licence id of a bundle's weights: "gpl-2.0" when its model folder's metrics.json names the GPL (the
     model was trained on the Ding dictionary, :mod:`core.ding`), else "mit", the project's own."""
-    metrics = bundle.resolve().parent / "metrics.json"
-    if bundle.resolve().name == "onnx" and metrics.is_file():
+    folder = bundle.resolve()
+    metrics = folder.parent / "metrics.json"
+    if folder.name == "onnx" and metrics.is_file():
         if str(json.loads(metrics.read_text(encoding="utf-8")).get("license", "")).startswith("GPL"):
             return "gpl-2.0"
     return "mit"
@@ -59,6 +60,9 @@ def weights_licence(bundle: Path) -> str:
 def space_readme(title: str, directions: Sequence[str], licence: str = "mit") -> str:
     gradio_version = metadata.version("gradio")
     python_version = ".".join(platform.python_version_tuple()[:2])
+    data = "Multi30K image descriptions" + (
+        " and the everyday sentences of the Ding German-English dictionary (GPL-2.0-or-later, hence the weights'"
+        " licence)" if licence == "gpl-2.0" else "")
     return f"""---
 title: {title}
 emoji: 🔍
@@ -75,9 +79,8 @@ short_description: Translate and watch every attention head of a Transformer
 
 # {title}
 
-A Transformer written from "Attention Is All You Need", trained on Multi30K image descriptions{
-    " and the everyday sentences of the Ding German-English dictionary (GPL-2.0-or-later, hence the weights' licence)"
-    if licence == "gpl-2.0" else ""}, running on the CPU with onnxruntime (no torch). Translate ({", ".join(directions)}), then inspect the encoder, decoder and
+A Transformer written from "Attention Is All You Need", trained on {data}, running on the CPU
+with onnxruntime (no torch). Translate ({", ".join(directions)}), then inspect the encoder, decoder and
 encoder-decoder attention of the translation beam search chose, for every layer and head.
 
 Written by `python -m demo.space` from the attention-mt repository; run it locally with `pip install -r

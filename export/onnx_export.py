@@ -186,9 +186,11 @@ def name_output_dimension(path: Path, output: str, axis: int, name: str) -> None
     model = onnx.load(str(path))
     (described,) = [value for value in model.graph.output if value.name == output]
     old = described.type.tensor_type.shape.dim[axis].dim_param
+    if not old:  # a fixed size: nothing to name
+        return
     for value in [*model.graph.output, *model.graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
-            if old and dim.dim_param == old:
+            if dim.dim_param == old:
                 dim.dim_param = name
     onnx.save(model, str(path))
 
@@ -350,7 +352,7 @@ def compare_steps(report: ParityReport, runtime: OnnxBackend, torch_backend: Tor
     state, torch_state = runtime.start(source_ids, head_mask), torch_backend.start(source_ids, head_mask)
     for position in range(target_ids.shape[1]):
         step_ids = target_ids[:, position : position + 1]
-        k = (runtime.top_k, 10, 2)[position % 3]
+        k = min((runtime.top_k, 10, 2)[position % 3], runtime.top_k)
         top_log_probs, top_ids, state = runtime.step(step_ids[:, 0], state, k)
         if top_ids.shape[1] != k:
             raise ParityError(f"decoder_step returned {top_ids.shape[1]} tokens per row for top_k {k}")

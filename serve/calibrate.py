@@ -20,7 +20,8 @@ Neither Ding split was trained on.
 A logistic regression over :data:`FEATURE_NAMES` is fitted on the calibration sets (each class weighing the same, the
 kinds equal within their class); the threshold is the score below which :data:`IN_DOMAIN_FLAGGED` of the calibration
 in-domain sentences fall. A word is known when Multi30K train holds it at least :data:`MIN_WORD_COUNT` times. Writes
-``confidence.json`` into each bundle, lists it in the manifest (:func:`core.bundle.add_to_manifest`), and prints each feature's separation and the share of every set flagged.
+``confidence.json`` into each bundle, lists it in the manifest (:func:`core.bundle.add_to_manifest`), and prints
+each feature's separation and the share of every set flagged.
 Torch-free. The Ding file is GPL: it is read here, never copied into the project.
 """
 
@@ -31,7 +32,6 @@ import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +109,9 @@ def noise(seed: int, per_kind: int = NOISE_PER_KIND) -> list[str]:
     return [kind() for kind in kinds for _ in range(per_kind)]
 
 
-def training_words(texts: Iterable[str], min_count: int = MIN_WORD_COUNT) -> frozenset[str]:
-    """The words (:func:`core.confidence.words_of`) seen at least min_count times in the training texts."""
-    counts = Counter(word for line in texts for word in words_of(line))
+def training_words(path: Path, min_count: int = MIN_WORD_COUNT) -> frozenset[str]:
+    """The words (:func:`core.confidence.words_of`) seen at least min_count times in a training file."""
+    counts = Counter(word for line in read_lines(path) for word in words_of(line))
     return frozenset(word for word, count in counts.items() if count >= min_count)
 
 
@@ -178,7 +178,7 @@ def calibrate(bundle: Path, data: Path, ding: Corpus, seed: int, workers: int) -
     source, target = languages.get("source"), languages.get("target")
     if {source, target} != {"en", "de"}:
         raise BundleError(f"{bundle}: calibration needs an en-de or de-en bundle, its languages are {languages}")
-    words = training_words(read_lines(data / f"train.{source}"))
+    words = training_words(data / f"train.{source}")
     sets = text_sets(data, ding, source, target, seed)
     values = [features_of(translator, s, words) for s in sets]  # [N_set, len(FEATURES)] each
 
