@@ -3,13 +3,15 @@
     python -m bench --model models/en-de --input test.en [--ref test.de --ref-tok tok.de] [--engines ...]
 
 Each engine configuration runs in its own process, one after another (peak memory is that process's max RSS):
-serve (its default and one worker with every thread, in float32 and, when the bundle has them, its int8 graphs), torch with its KV cache, and CTranslate2 float32 and int8 in two thread
-layouts (the converted models are written by ``python -m export.to_ctranslate2`` when missing). For greedy and beam
+serve (its default and one worker with every thread, in float32 and, when the bundle has them, its int8 graphs), the
+same model with the whole search in one onnxruntime BeamSearch node ("native loop", ``python -m export.native_search``),
+torch with its KV cache, and CTranslate2 float32 and int8 in two thread layouts (the converted models are written by
+``python -m export.to_ctranslate2`` when missing). For greedy and beam
 5 it measures batches of 32 (sentences/s, target tokens/s), batch 1 (p50/p95 latency) and the BLEU of the batch-32
 output; for the first engine of each family also how time grows with batch size and sentence length. It writes
 ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` (plus ``benchmark-scaling.png``) into the model folder
 and prints the ratios serve/CTranslate2 and serve/torch. torch and ctranslate2 are imported only by their own runner
-(``pip install "attention-mt[bench]"``).
+(``pip install "attention-mt[bench]"``); the native loop needs torch to build its graph.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SCALING_BATCH_SIZES = (1, 4, 16, 32, 64)
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """One engine configuration: family (serve, torch, ctranslate2), a name for tables, and its settings."""
+    """One engine configuration: family (serve, native, torch, ctranslate2), a name for tables, and its settings."""
 
     family: str
     name: str
@@ -63,6 +65,8 @@ def engine_configs(cpu_count: int, int8: bool = True) -> list[EngineConfig]:
         ]
     return [
         *serve,
+        EngineConfig("native", f"native loop, BeamSearch op ({cpu_count} workers x 1 thread)",
+                     {"workers": cpu_count, "threads": 1}, scaling=True),
         EngineConfig("torch", "torch (KV cache)", {"threads": cpu_count}),
         EngineConfig("ctranslate2", f"CTranslate2 float32, {cpu_count}x1 thread",
                      {"compute_type": "float32", "inter_threads": cpu_count, "intra_threads": 1}, scaling=True),
@@ -89,6 +93,34 @@ def serve_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[lis
         return [t.tokens for t in translator.translate(texts, beam_size=beam_size, batch_size=batch_size)]
 
     return run, detokenizer(translator.tokenizer)
+
+
+def native_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[list[str]], str]]:
+    """The whole search in onnxruntime's BeamSearch node: batches by length, ``workers`` at a time, as serve does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.config import TransformerConfig
+    from core.tokenizer import Tokenizer
+    from export.native_search import NATIVE_SEARCH_FILE, NativeSearch, export_native_search
+
+    tokenizer = Tokenizer.load(model_dir)
+    config = TransformerConfig.load(model_dir)
+    folder = converted(model_dir, "native-search", lambda out: export_native_search(
+        model_dir, out / NATIVE_SEARCH_FILE, force=True))
+    native = NativeSearch(folder / NATIVE_SEARCH_FILE, config, threads=settings["threads"])
+    pool = ThreadPoolExecutor(settings["workers"])
+
+    def run(texts, beam_size, batch_size):
+        sources = [tokenizer.encode(text) + [config.eos_id] for text in texts]
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        found: list[list[str]] = [[] for _ in texts]
+        for batch, ids in zip(batches, pool.map(lambda b: native.search([sources[i] for i in b], beam_size), batches)):
+            for i, tokens in zip(batch, ids):
+                found[i] = [tokenizer.id_to_token(token) for token in tokens]
+        return found
+
+    return run, detokenizer(tokenizer)
 
 
 def torch_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callable[[list[str]], str]]:
@@ -130,22 +162,29 @@ def ctranslate2_runner(model_dir: Path, settings: dict) -> tuple[Runner, Callabl
 
 
 def ctranslate2_model(model_dir: Path, quantization: str | None) -> Path:
-    """The converted model folder, written on first use and again whenever the weights change (the folder records
-    the sha256 of the model.safetensors it was converted from)."""
-    from core.bundle import sha256_of
+    """The converted CTranslate2 model folder (see :func:`converted`)."""
     from export.to_ctranslate2 import CTRANSLATE2_DIR, convert
 
-    folder = model_dir / "bench" / (CTRANSLATE2_DIR + (f"-{quantization}" if quantization else ""))
+    return converted(model_dir, CTRANSLATE2_DIR + (f"-{quantization}" if quantization else ""),
+                     lambda folder: convert(model_dir, folder, quantization=quantization, force=True))
+
+
+def converted(model_dir: Path, name: str, convert: Callable[[Path], object]) -> Path:
+    """model_dir/bench/name, written by ``convert(folder)`` on first use and again whenever the weights change (the
+    folder records the sha256 of the model.safetensors it was converted from)."""
+    from core.bundle import sha256_of
+
+    folder = model_dir / "bench" / name
     stamp, weights = folder / CONVERTED_FROM, sha256_of(model_dir / "model.safetensors")
-    if not (folder / "model.bin").exists() or not stamp.exists() or stamp.read_text().strip() != weights:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        convert(model_dir, folder, quantization=quantization, force=True)
+    if not stamp.exists() or stamp.read_text().strip() != weights:
+        folder.mkdir(parents=True, exist_ok=True)
+        convert(folder)
         stamp.write_text(weights + "\n")
     return folder
 
 
 CONVERTED_FROM = "converted_from.sha256"  # in a cached CTranslate2 folder: the weights it was converted from
-RUNNERS = {"serve": serve_runner, "torch": torch_runner, "ctranslate2": ctranslate2_runner}
+RUNNERS = {"serve": serve_runner, "native": native_runner, "torch": torch_runner, "ctranslate2": ctranslate2_runner}
 
 
 def detokenizer(tokenizer) -> Callable[[list[str]], str]:
@@ -220,12 +259,13 @@ def best_of(results: dict, family: str, mode: str) -> tuple[str, dict]:
 
 
 def ratios(results: dict) -> dict:
-    """serve's default configuration (and its first int8 one, as "serve int8") against CTranslate2's best and torch,
-    per mode (higher is better for serve)."""
+    """serve's default configuration (and its first int8 one, as "serve int8", and the native loop) against
+    CTranslate2's best and torch, per mode (higher is better for serve)."""
     summary = {}
-    for label, precision in (("serve", "float32"), ("serve int8", "int8")):
+    for label, family, precision in (("serve", "serve", "float32"), ("serve int8", "serve", "int8"),
+                                     ("native loop", "native", "float32")):
         serve_name = next((name for name, r in results.items()
-                           if r["family"] == "serve" and r["settings"].get("precision", "float32") == precision), None)
+                           if r["family"] == family and r["settings"].get("precision", "float32") == precision), None)
         if serve_name is None:
             continue
         serve = results[serve_name]["modes"]
@@ -256,7 +296,7 @@ def markdown_table(results: dict, summary: dict, header: str) -> str:
                      f"{beam['batch1_p50_ms']} / {beam['batch1_p95_ms']} | {result['peak_rss_mb']} | {bleu} | "
                      f"{greedy['same_as_serve']} / {beam['same_as_serve']} |")
     lines += ["", "Ratios (serve's default configuration, measured in this run):", ""]
-    lines += [f"- {key}: {value}" for key, value in summary.items() if key not in ("serve", "serve int8")]
+    lines += [f"- {key}: {value}" for key, value in summary.items() if key not in ("serve", "serve int8", "native loop")]
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +310,8 @@ def plot(results: dict, texts: list[str], model_dir: Path, out_dir: Path) -> lis
     figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 2.2))
     for axis, mode, title in ((axes[0], "greedy", "greedy"), (axes[1], "beam5", "beam 5")):
         values = [results[name]["modes"][mode]["sentences_per_second"] for name in names]
-        colors = [{"serve": "tab:blue", "torch": "tab:orange", "ctranslate2": "tab:gray"}[results[n]["family"]]
+        colors = [{"serve": "tab:blue", "native": "tab:green", "torch": "tab:orange", "ctranslate2": "tab:gray"}[
+                      results[n]["family"]]
                   if results[n]["settings"].get("precision") != "int8" else "tab:cyan" for n in names]
         axis.barh(names, values, color=colors)
         axis.invert_yaxis()
@@ -320,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lang", default="de", help="target language for Moses tokenization (default de)")
     parser.add_argument("--sentences", type=int, default=0, help="use the first N sentences (default: all)")
     parser.add_argument("--latency-sentences", type=int, default=200, help="sentences timed one at a time")
-    parser.add_argument("--engines", nargs="+", default=["serve", "torch", "ctranslate2"],
+    parser.add_argument("--engines", nargs="+", default=["serve", "native", "torch", "ctranslate2"],
                         help="families to run (default: all)")
     parser.add_argument("--out", type=Path, help="folder for the results (default: the model folder)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -89,13 +89,13 @@ def test_benchmark_run_records_consistent_measurements_tables_and_charts(tmp_pat
                 "--latency-sentences", "3", "--out", str(tmp_path / "out")])
     record = json.loads((tmp_path / "out" / "benchmark.json").read_text())
     results = record["results"]
-    assert {result["family"] for result in results.values()} == {"serve", "torch", "ctranslate2"}
+    assert {result["family"] for result in results.values()} == {"serve", "native", "torch", "ctranslate2"}
     int8 = "decoder_step_int8" in json.loads((model_dir / "onnx" / "manifest.json").read_text())["graphs"]
     assert record["sentences"] == 6 and len(results) == len(engine_configs(record["cpu_count"], int8))
     assert ("serve int8" in record["summary"]) == int8
 
-    # The same weights: torch gives serve's output in both modes, CTranslate2 float32 at least greedy, and equal
-    # outputs score the same BLEU.
+    # The same weights: torch and the native loop give serve's output in both modes, CTranslate2 float32 at least
+    # greedy, and equal outputs score the same BLEU.
     serve = results[record["summary"]["serve"]]["modes"]
     assert serve["beam5"]["bleu"] > 10
     for name, result in results.items():
@@ -133,3 +133,25 @@ def test_benchmark_run_records_consistent_measurements_tables_and_charts(tmp_pat
     width, height = png_size(tmp_path / "out" / "benchmark.png")
     assert width == 13 * 110 and height > 300  # figsize 13 inches at 110 dpi, one bar per engine
     assert png_size(tmp_path / "out" / "benchmark-scaling.png") == (13 * 110, int(4.5 * 110))
+
+
+def test_native_search_graph_gives_our_tokens_alone_and_in_a_batch(tmp_path, tokenizer):
+    from export.native_search import NativeSearch, export_native_search
+
+    torch.manual_seed(0)
+    model_dir = tiny_model(tmp_path / "model", tokenizer)
+    out = export_native_search(model_dir)  # verifies greedy and beam 5 on the parity sentences itself
+    assert out == model_dir / "native_search.onnx" and out.is_file()
+    ours = TorchTranslator(model_dir)
+    native = NativeSearch(out, ours.config)
+    sources = [tokenizer.encode(text) + [ours.config.eos_id] for text in SENTENCES]
+    for beam_size in (1, 4):
+        expected = [t.token_ids for t in ours.translate(SENTENCES, beam_size=beam_size)]
+        assert [native.search([source], beam_size)[0] for source in sources] == expected
+    # A batch pads its sources and takes the longest one's length limit: this untrained model never ends a sentence,
+    # so greedy runs on past each one's own limit, through the same tokens.
+    batched, greedy = native.search(sources, 1), [t.token_ids for t in ours.translate(SENTENCES, beam_size=1)]
+    assert [found[: len(ids)] for found, ids in zip(batched, greedy)] == greedy
+    assert any(len(found) > len(ids) for found, ids in zip(batched, greedy))
+    with pytest.raises(ExportError, match="already exists"):
+        export_native_search(model_dir)
