@@ -27,7 +27,7 @@ import numpy as np
 from core.config import TransformerConfig
 from core.search import max_target_length
 
-from .onnx_export import PARITY_SENTENCES, ExportError
+from .onnx_export import PARITY_SENTENCES, ExportError, load_model_folder
 
 NATIVE_SEARCH_FILE = "native_search.onnx"
 NATIVE_MODES = {"greedy": 1, "beam 5": 5}  # what the export verifies
@@ -155,20 +155,13 @@ class NativeSearch:
 def export_native_search(model_dir: str | Path, out: str | Path | None = None, *, force: bool = False) -> Path:
     """Write model_dir's BeamSearch graph (default model_dir/native_search.onnx) after verifying its tokens."""
     from core.decoding import TorchBackend
-    from core.model import Transformer
     from core.search import translate
-    from core.tokenizer import Tokenizer
 
     model_dir = Path(model_dir)
     out = Path(out) if out else model_dir / NATIVE_SEARCH_FILE
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to overwrite it")
-    try:
-        model = Transformer.from_pretrained(model_dir).eval()
-        tokenizer = Tokenizer.load(model_dir)
-        tokenizer.check_compatible(model.config)
-    except (FileNotFoundError, ValueError) as error:
-        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
+    model, tokenizer = load_model_folder(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=".native-search-"))
     try:
         import onnx

@@ -465,6 +465,18 @@ def staged(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def load_model_folder(model_dir: Path) -> tuple[Transformer, Tokenizer]:
+    """Load and validate a model folder (config.json, model.safetensors, tokenizer.json) for an export, in eval mode;
+    ExportError says what is wrong."""
+    try:
+        model = Transformer.from_pretrained(model_dir).eval()
+        tokenizer = Tokenizer.load(model_dir)
+        tokenizer.check_compatible(model.config)
+    except (FileNotFoundError, ValueError) as error:
+        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
+    return model, tokenizer
+
+
 def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset: int = 18,
                   force: bool = False, sentences: list[str] | None = None, source_lang: str | None = None,
                   target_lang: str | None = None) -> dict:
@@ -484,12 +496,7 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
     languages = {"source": source_lang, "target": target_lang} if source_lang else None
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to overwrite it")
-    try:  # load and validate
-        model = Transformer.from_pretrained(model_dir)
-        tokenizer = Tokenizer.load(model_dir)
-        tokenizer.check_compatible(model.config)
-    except (FileNotFoundError, ValueError) as error:
-        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
+    model, tokenizer = load_model_folder(model_dir)
 
     with staged(out) as staging:
         export_graphs(model, staging, opset)

@@ -22,7 +22,7 @@ from core.config import TransformerConfig
 from core.search import max_target_length, translate
 from core.tokenizer import Tokenizer
 
-from .onnx_export import PARITY_SENTENCES, ExportError
+from .onnx_export import PARITY_SENTENCES, ExportError, load_model_folder
 
 CTRANSLATE2_DIR = "ctranslate2"
 
@@ -126,12 +126,7 @@ def convert(model_dir: str | Path, out: str | Path | None = None, *, quantizatio
     out = Path(out) if out else model_dir / (CTRANSLATE2_DIR + (f"-{quantization}" if quantization else ""))
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to overwrite it")
-    try:
-        model = Transformer.from_pretrained(model_dir).eval()
-        tokenizer = Tokenizer.load(model_dir)
-        tokenizer.check_compatible(model.config)
-    except (FileNotFoundError, ValueError) as error:
-        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
+    model, tokenizer = load_model_folder(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=".ctranslate2-", dir=out.parent if out.parent.exists() else None))
     try:
         spec = ctranslate2_spec(model, tokenizer)
