@@ -131,7 +131,9 @@ class NativeSearch:
         self.config = config
 
     def search(self, sources: list[list[int]], beam_size: int, length_penalty: float = 1.0) -> list[list[int]]:
-        """Token ids (no BOS/EOS) of each source's best hypothesis; sources are token ids with EOS."""
+        """Token ids (no BOS/EOS) of each source's best hypothesis; sources are token ids with EOS (none empty)."""
+        if not sources:
+            return []
         config = self.config
         width = max(len(source) for source in sources)
         ids = np.full((len(sources), width), config.pad_id, dtype=np.int32)
