@@ -27,7 +27,7 @@ import numpy as np
 from core.config import TransformerConfig
 from core.search import max_target_length
 
-from .onnx_export import PARITY_SENTENCES, ExportError, load_model_folder
+from .onnx_export import PARITY_SENTENCES, ExportError, cache_of, interleaved, load_model_folder, per_layer
 
 NATIVE_SEARCH_FILE = "native_search.onnx"
 NATIVE_MODES = {"greedy": 1, "beam 5": 5}  # what the export verifies
@@ -35,15 +35,13 @@ NATIVE_MODES = {"greedy": 1, "beam 5": 5}  # what the export verifies
 
 def cache_names(kind: str, part: str, layers: int) -> list[str]:
     """["{kind}_key_{part}_0", "{kind}_value_{part}_0", "{kind}_key_{part}_1", ...]: the names BeamSearch expects."""
-    return [f"{kind}_{name}_{part}_{layer}" for layer in range(layers) for name in ("key", "value")]
+    return per_layer((f"{kind}_key_{part}", f"{kind}_value_{part}"), layers)
 
 
 def subgraphs(model, directory: Path) -> tuple[Path, Path]:
     """Export the encoder and decoder subgraphs of BeamSearch's encoder-decoder layout into directory."""
     import torch
     from torch import nn
-
-    from core.model import KVCache
 
     layers = model.config.n_decoder_layers
 
@@ -53,14 +51,12 @@ def subgraphs(model, directory: Path) -> tuple[Path, Path]:
             # The mask is the padding the ids already show; multiplying by it keeps it an input, as the op feeds it.
             memory = encoded.memory * encoder_attention_mask[..., None].to(encoded.memory.dtype)
             cache = model.start_cache(memory)
-            return tuple(t for pair in zip(cache.cross_keys, cache.cross_values) for t in pair)
+            return tuple(interleaved(cache.cross_keys, cache.cross_values))
 
     class Decoder(nn.Module):
         def forward(self, input_ids, encoder_attention_mask, *caches):
-            past, cross = caches[: 2 * layers], caches[2 * layers :]  # each interleaved: key_0, value_0, key_1, ...
-            cache = KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
-            output = model.decode(input_ids.long(), encoder_attention_mask.bool(), cache)
-            return (output.logits, *(t for pair in zip(output.cache.self_keys, output.cache.self_values) for t in pair))
+            output = model.decode(input_ids.long(), encoder_attention_mask.bool(), cache_of(caches, layers))
+            return output.logits, *interleaved(output.cache.self_keys, output.cache.self_values)
 
     Dim = torch.export.Dim
     rows, source_length, past_length = Dim("rows"), Dim("source_length"), Dim("past_length")

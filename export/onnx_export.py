@@ -45,7 +45,7 @@ from __future__ import annotations
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,15 +152,24 @@ class DecoderStepGraph(nn.Module):
         k = top_k.item()
         torch._check(k >= 1)
         torch._check(k <= self.max_top_k)
-        layers = self.model.config.n_decoder_layers
-        past, cross = caches[: 2 * layers], caches[2 * layers :]  # each interleaved: key_0, value_0, key_1, ...
-        cache = KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
+        cache = cache_of(caches, self.model.config.n_decoder_layers)
         output = self.model.decode(target_ids, source_mask, cache, self_head_mask=decoder_head_mask,
                                    cross_head_mask=cross_head_mask)
         log_probs = torch.log_softmax(output.logits.squeeze(1), dim=-1)  # [B, 1, V] -> [B, V], no copy
         top_log_probs, top_ids = blocked_top_k(log_probs, k, self.max_top_k)  # [B, top_k], best first
-        present = [tensor for pair in zip(output.cache.self_keys, output.cache.self_values) for tensor in pair]
-        return top_log_probs, top_ids, *present
+        return top_log_probs, top_ids, *interleaved(output.cache.self_keys, output.cache.self_values)
+
+
+def cache_of(caches: Sequence[Tensor], layers: int) -> KVCache:
+    """The KVCache of a step graph's cache inputs: every layer's self-attention keys and values, then its
+    cross-attention ones, each part interleaved per layer (key_0, value_0, key_1, ...)."""
+    past, cross = caches[: 2 * layers], caches[2 * layers :]
+    return KVCache(past[0::2], past[1::2], cross[0::2], cross[1::2])
+
+
+def interleaved(keys: Sequence[Tensor], values: Sequence[Tensor]) -> list[Tensor]:
+    """[key_0, value_0, key_1, value_1, ...]: the order of the graphs' per-layer cache inputs and outputs."""
+    return [tensor for pair in zip(keys, values) for tensor in pair]
 
 
 HEAD_MASKS = [f"{kind}_head_mask" for kind in HEAD_KINDS]
