@@ -2,7 +2,7 @@
 
 Spaces installs ``requirements.txt`` before it copies the repository, so the folder carries everything itself: the
 front matter (``sdk: gradio``, ``sdk_version``, ``app_file``, ``python_version``), a torch-free
-``requirements.txt`` pinned to the versions installed here, ``app.py``, the project's torch-free modules the app
+``requirements.txt`` pinned by the project's lock (``requirements/lock.txt``), ``app.py``, the project's torch-free modules the app
 imports, and the ONNX bundles (verified by their manifests' sha256 when the app loads them). The Space's licence is
 the weights' (:func:`weights_licence`): GPL-2.0-or-later when a bundled model learned from the GPL Ding dictionary.
 """
@@ -10,13 +10,13 @@ the weights' (:func:`weights_licence`): GPL-2.0-or-later when a bundled model le
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 from core.bundle import GRAPHS, load_manifest
@@ -25,6 +25,7 @@ from core.confidence import CONFIDENCE_FILE
 from .handlers import find_bundles
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCK_TOOL = ROOT / "requirements" / "lock.py"
 REQUIREMENTS = ("gradio", "plotly", "onnxruntime", "tokenizers", "numpy", "tqdm")  # what the app imports, no torch
 APP = '''"""Hugging Face Space entry point: the attention-mt demo on the bundles in models/."""
 
@@ -57,8 +58,20 @@ def weights_licence(bundle: Path) -> str:
     return "mit"
 
 
+def locked_pins() -> dict[str, str]:
+    """The Space's requirements: the project's lock (``requirements/lock.txt``) pins of what the app imports and of
+    everything those require, so the Space installs the versions the project's tests ran with (name -> version)."""
+    if not LOCK_TOOL.is_file():
+        raise RuntimeError(f"{LOCK_TOOL} is missing: run python -m demo.space from the project's checkout")
+    spec = importlib.util.spec_from_file_location("attention_mt_lock", LOCK_TOOL)
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    pins = lock.read_lock(lock.LOCK.read_text(encoding="utf-8"))
+    return {name: pins[name][0] for name in sorted(lock.closure(pins, set(REQUIREMENTS)))}
+
+
 def space_readme(title: str, directions: Sequence[str], licence: str = "mit") -> str:
-    gradio_version = metadata.version("gradio")
+    gradio_version = locked_pins()["gradio"]
     python_version = ".".join(platform.python_version_tuple()[:2])
     data = "Multi30K image descriptions" + (
         " and the everyday sentences of the Ding German-English dictionary (GPL-2.0-or-later, hence the weights'"
@@ -117,7 +130,7 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
         directions.append(f"{languages.get('source', '?')}→{languages.get('target', '?')}")
     (out / "app.py").write_text(APP, encoding="utf-8")
     (out / "requirements.txt").write_text(
-        "".join(f"{package}=={metadata.version(package)}\n" for package in REQUIREMENTS), encoding="utf-8")
+        "".join(f"{package}=={version}\n" for package, version in locked_pins().items()), encoding="utf-8")
     licence = "gpl-2.0" if any(weights_licence(bundle) == "gpl-2.0" for bundle in bundles) else "mit"
     (out / "README.md").write_text(space_readme(title, directions, licence), encoding="utf-8")
     (out / ".gitattributes").write_text(GITATTRIBUTES, encoding="utf-8")
