@@ -205,15 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     refresh_parser.add_argument("--upgrade", action="store_true",
                                 help="move every package to the newest version allowed (default: keep existing pins)")
     commands.add_parser("check", help="compare this environment's packages with the lock")
-    newest_parser = commands.add_parser("newest", help="test with the newest versions the ranges allow (not CI)")
-    newest_parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
-    args = parser.parse_args(argv)
+    commands.add_parser("newest", help="test with the newest versions the ranges allow (not CI); "
+                        "the arguments that follow go to pytest")
+    args, pytest_args = parser.parse_known_args(argv)
+    if pytest_args and args.command != "newest":
+        parser.error(f"unrecognized arguments: {' '.join(pytest_args)}")
     if args.command == "refresh":
         refresh(args.upgrade)
         return 0
     if args.command == "check":
         return check()
-    return newest(args.pytest_args)
+    return newest(pytest_args)
 
 
 if __name__ == "__main__":
