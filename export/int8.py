@@ -6,10 +6,13 @@ becomes::
 
     scale = max(|x| over the last axis) / 127                          one scale per row (per token), as CTranslate2
     q     = uint8(round(x / scale) + 128)                              shifted into uint8: onnxruntime's fast kernel
-    y     = MatMulIntegerToFloat(q, w_int8, 1, w_scale, 128) * scale   int8 weights, one scale per output column
+    y     = MatMulIntegerToFloat(q, w_int8, 1, w_scale, 128) * scale   7-bit weights, one scale per output column
 
 (``com.microsoft.MatMulIntegerToFloat``; signed int8 activations take a slow path, see
-``/work/shared/probes/int8_rowwise.py``). The layers that read the same activation (the query, key and value
+``/work/shared/probes/int8_rowwise.py``). The weights use 7 bits, [-63, 63]: on x86 CPUs without VNNI (AVX2 only,
+e.g. many AMD EPYC), onnxruntime's uint8 x int8 kernel adds pairs of products in 16-bit lanes (``vpmaddubsw``),
+which saturate once 255 * |w| * 2 passes 32,767; with |w| <= 63 every sum fits and the integer product is exact on
+every CPU (full 8-bit weights gave wrong products there, off by up to 10^6 on extreme inputs). The layers that read the same activation (the query, key and value
 projections; the cross-attention keys and values of every decoder layer) share one quantization and one integer
 matmul over their weights side by side, split back into each layer's output. The integer product is exact and
 every other operation acts on one row, so a row's result is bitwise the same alone or in any batch. Float weights
@@ -28,11 +31,15 @@ MICROSOFT = "com.microsoft"
 PREFIX = "int8"  # every name the pass adds starts with it
 
 
+WEIGHT_LEVELS = 63  # weights in [-63, 63]: exact on CPUs whose kernel sums two uint8 x int8 products in 16 bits
+
+
 def quantize_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A [K, N] float weight as int8 [K, N] and one float32 scale per output column [N] (absolute max / 127)."""
-    scale = np.abs(weight).max(axis=0) / 127.0  # [N]
+    """A [K, N] float weight as int8 [K, N] in [-63, 63] and one float32 scale per output column [N] (absolute max /
+    63)."""
+    scale = np.abs(weight).max(axis=0) / WEIGHT_LEVELS  # [N]
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # an all-zero column stays zero with any scale
-    return np.clip(np.round(weight / scale), -127, 127).astype(np.int8), scale
+    return np.clip(np.round(weight / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8), scale
 
 
 class _Rewriter:

@@ -75,5 +75,19 @@ def test_a_row_gives_the_same_bits_alone_and_in_any_batch():
 def test_weights_get_one_scale_per_output_column():
     weight = np.array([[1.0, 0.0, -0.5], [-2.0, 0.0, 0.25]], dtype=np.float32)  # [K=2, N=3]
     weight_q, scale = quantize_weight(weight)
-    np.testing.assert_allclose(scale, [2 / 127, 1.0, 0.5 / 127])
-    np.testing.assert_array_equal(weight_q, [[64, 0, -127], [-127, 0, 64]])
+    np.testing.assert_allclose(scale, [2 / 63, 1.0, 0.5 / 63])
+    np.testing.assert_array_equal(weight_q, [[31, 0, -63], [-63, 0, 31]])  # 7 bits; 1 / float32(2 / 63) is 31.4999
+
+
+def test_the_integer_product_is_exact_at_the_extremes_on_this_cpu():
+    """Every activation at the row's maximum (uint8 255 or 1) against weights at +-63: the int8 result equals the
+    same quantized numbers multiplied in float64. On CPUs without VNNI onnxruntime sums two uint8 x int8 products in
+    16 bits, which 8-bit weights (+-127) overflow: this is the test that caught it on an AVX2-only machine."""
+    weight = np.where(np.arange(K * N).reshape(K, N) % 3 == 0, -1.0, 1.0).astype(np.float32)  # [K, N], all at +-max
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", N])], [numpy_helper.from_array(weight, "weight")])
+    quantized, _ = quantize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    x = np.stack([np.full(K, 3.0), np.full(K, -3.0), np.where(np.arange(K) % 2, 3.0, -3.0)]).astype(np.float32)
+    np.testing.assert_allclose(run(quantized, x)[0], x.astype(np.float64) @ weight, rtol=1e-6)
