@@ -155,7 +155,11 @@ def confidence_text(result: DemoTranslation) -> str:
 
 
 def code_span(text: str) -> str:
-    """text as a Markdown code span: shown literally on the page (no markup, no HTML), plain text in the API."""
+    """text as a Markdown code span: shown literally on the page (no markup, no HTML), plain text in the API.
+
+    A code span ends at a blank line (a paragraph break), which would let the rest of the text render as Markdown
+    and HTML, so every line ending becomes a space first: the span holds the whole text, whatever it is."""
+    text = re.sub(r"\r\n|\r|\n", " ", text)
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     return f"{fence} {text} {fence}"
 

@@ -80,6 +80,35 @@ def test_unknown_characters_and_typed_specials_are_reported_not_hidden(direction
     assert "/" in typed.attention.source_tokens
 
 
+# What a visitor types, echoed back where the page renders Markdown: blank lines would end a code span, and the rest
+# would render as a heading, a link and an image fetched from another host (203.0.113.9 is TEST-NET-3: never reached).
+INJECTION = ("A dog runs.\n\n# heading\n\n[link](http://203.0.113.9/x)\n\n<img src=http://203.0.113.9/x.png>\r\n\r\n"
+             + "A dog runs on the grass. " * 30)
+INJECTED_START = "Ein Hund\n\n# Kopf\n\n[Link](http://203.0.113.9/y)\n\n<img src=http://203.0.113.9/y.png>"
+
+
+def rendered(markdown: str) -> str:
+    """The HTML a CommonMark renderer (with tables, as Gradio's) makes of markdown."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+def test_typed_text_echoed_back_is_never_markup(directions):
+    result = handlers.translate_text(directions, EN_DE, INJECTION, 1)
+    assert "cut to: " in result.notices[0]
+    page = rendered(handlers.notices_markdown(result))
+    assert "<h1" not in page and "<a " not in page and "<img" not in page, page
+    assert "&lt;img src=http://203.0.113.9/x.png&gt;" in page and "# heading" in page
+    found = look.what_if(directions, result, 1, None, INJECTED_START, "1", handlers.MEAN)
+    page = rendered(f"Decoded on from {found.start}.\n\n{found.table}")
+    assert "<h1" not in page and "<a " not in page and "<img" not in page, page
+    assert page.count("<code>") >= 2 and "<table>" in page
+    for text in ("`` `a` ``\n\n# b", "x\r\r<img src=y>", "\n\n\n", "|\n\n|"):
+        page = rendered(handlers.code_span(text))
+        assert page.startswith("<p><code>") and page.count("<p>") == 1 and "<img" not in page, (text, page)
+
+
 def test_long_input_is_cut_to_the_demo_limit_with_a_notice(directions):
     long_text = "A man in a red shirt rides a bike down the road. " * 30
     result = handlers.translate_text(directions, EN_DE, long_text, 1)
