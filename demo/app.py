@@ -61,10 +61,14 @@ table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); 
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
 # Page-wide CSS (launch(css=...)): a component's css_template is scoped to it (an id selector) and cannot see the
 # dark-mode class on the page, so the dark shade is set here, with an id of its own to outrank the scoped rule.
-# A heatmap of many tokens (and the what-if's table) scrolls sideways in its box, labels apart.
+# A figure wider than its box (a heatmap of many tokens) scrolls sideways in the box, labels and all: Gradio sets
+# overflow: hidden inline on every plot's block, which only !important outranks. Plotly's toolbar (shown on hover,
+# at the far right of a wide figure) is left out: its 16 buttons would sit unseen in the Tab order. The what-if's
+# table scrolls in its box too.
 CSS = """.dark #alignment .alignment { --alignment-rgb: 125, 178, 255; }
 .dark #beam-tree .beam-tree { --beam-rgb: 96, 150, 245; }
-#head-plot, #what-if-plot, #compare-plot-a, #compare-plot-b { overflow-x: auto; }
+.block:has(> .js-plotly-plot) { overflow-x: auto !important; }
+.js-plotly-plot .modebar-container { display: none; }
 #what-if-table table { display: block; width: max-content; max-width: 100%; overflow-x: auto; }
 #what-if-table th, #what-if-table td { padding: 2px 6px; white-space: nowrap; }"""
 
@@ -104,7 +108,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     @shown_on_page
     def translate(text: str, direction: str, beam_size: int):
         result = handlers.translate_text(directions, direction, text, beam_size)
-        return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result
+        return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result, result
 
     @shown_on_page
     def candidates(result: handlers.DemoTranslation | None, position: int):
@@ -113,33 +117,36 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         choices = inside.candidate_choices(directions, result, position)
         return gr.update(choices=choices, value=inside.first_alternative(result, position, choices))
 
-    def show_translation(result: handlers.DemoTranslation | None):
-        """After a translation: the views show it whole, its search is drawn, the what-if starts at position 1 and
-        forgets the one before."""
-        if result is None:
-            return (gr.skip(),) * 9
-        positions = inside.position_choices(result)
-        return (result, "", inside.beam_tree_view(directions, result),
-                gr.update(choices=positions, value=1 if positions else None),
-                candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None)
-
     @shown_on_page
     def views(shown: handlers.DemoTranslation | None, kind: str, layer: str, head: str, rollout: bool):
+        """The attention views of what is shown (the translation or a node of its search) and their controls."""
         if shown is None:
             return (gr.skip(),) * 6
         controls = control_updates(shown, kind, layer, rollout)
         drawn = handlers.attention_views(shown, kind, int(controls[0]["value"]), head, rollout and kind == "encoder")
         return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html, *controls)
 
-    def clear_result():
-        return ("", "", "", None, None, None, None, "<p>Nothing translated: see the message above.</p>",
-                gr.update(value=None, visible=False), "", "<p>Nothing translated.</p>",
-                gr.update(choices=[], value=None), gr.update(choices=[], value=None), None, "", "", None)
+    def translated_page(text: str, direction: str, beam_size: int, kind: str, layer: str, head: str, rollout: bool):
+        """A translation and every view that depends on it, in one event (:data:`translated_outputs`), so that a
+        refused or failed request can never leave one view of the new translation beside views of the old one: the
+        views show it whole, its search is drawn, the what-if starts at position 1, heads off and which heads
+        matter forget the sentence before, the cell view waits for the new heatmap."""
+        result = handlers.translate_text(directions, direction, text, beam_size)
+        positions = inside.position_choices(result)
+        return (result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result, result,
+                "", inside.beam_tree_view(directions, result),
+                gr.update(choices=positions, value=1 if positions else None),
+                candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None,
+                *views(result, kind, layer, head, rollout),
+                gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True),
+                CELL_WAITING, None, "", None, None, "")
 
-    def export(result: handlers.DemoTranslation | None):
-        if result is None:
-            return gr.skip()
-        return gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True)
+    def clear_result():
+        """Every view that depends on the translation, emptied: nothing on the page belongs to another input."""
+        return ("", "", "", None, None, "", "<p>Nothing translated.</p>", gr.update(choices=[], value=None),
+                gr.update(choices=[], value=None), None, "", "", None, None, None,
+                "<p>Nothing translated: see the message above.</p>", gr.skip(), gr.skip(), gr.skip(),
+                gr.update(value=None, visible=False), CELL_WAITING, None, "", None, None, "")
 
     def pick_node(event: gr.EventData):
         return event.step + 1, event.index + 1
@@ -151,8 +158,20 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         shown = inside.partial_hypothesis(directions, result, step, index)
         return shown, inside.node_summary(shown, step, index)
 
+    @shown_on_page
+    def shown_node_page(result: handlers.DemoTranslation | None, event: gr.EventData, kind: str, layer: str,
+                        head: str, rollout: bool):
+        """A node clicked in the tree: its partial hypothesis, the line that says so and every view of it, in one
+        event."""
+        step, index = event.step + 1, event.index + 1
+        shown, summary = show_node(result, step, index)
+        return (step, index, shown, summary, *views(shown, kind, layer, head, rollout))
+
     def show_whole(result: handlers.DemoTranslation | None):
         return result, ""
+
+    def shown_whole_page(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str, rollout: bool):
+        return (result, "", *views(result, kind, layer, head, rollout))
 
     @shown_on_page
     def what_if(result: handlers.DemoTranslation | None, position: int, candidate: str, typed: str, layer: str,
@@ -197,6 +216,7 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         shown_state = gr.State(None)  # what the attention views show: the translation, or a node of its search
         what_if_state = gr.State(None)  # the what-if's new translation
         compare_state = gr.State(None)  # the two compared translations
+        head_trace = gr.State(None)  # one head's trace of what is shown (heads.HeadTrace): what any cell of it needs
         with gr.Tab("Translate"):  # short tab names: both stay visible on a phone, not behind a "…" menu
             page = translate_tab(directions, default_direction, examples, first)
             look_inside = inside_sections(first)  # issue #26: open a cell, heads off
@@ -205,37 +225,47 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
 
         view_inputs = [shown_state, page.kind, page.layer, page.head, page.rollout]
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head, page.rollout]
-        cleared = [page.translation, page.confidence, page.notices, result_state, shown_state, page.head_plot,
-                   page.heads_plot, page.alignment, page.download, page.node_status, page.tree, page.position,
-                   page.candidate, page.what_if_plot, page.what_if_translation, page.what_if_table, what_if_state]
+        view_controls = [page.kind, page.layer, page.head, page.rollout]
+        # Everything a translation decides, written by one event (translated_page, or clear_result after an error).
+        translated_outputs = [page.translation, page.confidence, page.notices, result_state, shown_state,
+                              page.node_status, page.tree, page.position, page.candidate, what_if_state,
+                              page.what_if_translation, page.what_if_table, page.what_if_plot, *view_outputs,
+                              page.download, look_inside.cell, head_trace, look_inside.comparison,
+                              look_inside.heads_off_plot, look_inside.matter_plot, look_inside.matter_summary]
 
-        def translated(trigger, **api):
-            """Translate on trigger, then draw the tree, the views and the download; the last event of that chain."""
-            event = trigger(translate, [page.source, page.direction, page.beam_size],
-                            [page.translation, page.confidence, page.notices, result_state], **api)
-            event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
-            return (event.success(show_translation, [result_state],
-                                  [shown_state, page.node_status, page.tree, page.position, page.candidate,
-                                   what_if_state, page.what_if_translation, page.what_if_table, page.what_if_plot],
-                                  api_visibility="private")
-                    .success(views, view_inputs, view_outputs, api_visibility="private")
-                    .success(export, [result_state], [page.download], api_visibility="private"))
+        def translated(trigger, **listen):
+            """Translate on trigger and redraw every view of it in the same event; the event, to chain on."""
+            event = trigger(shown_on_page(translated_page), [page.source, page.direction, page.beam_size,
+                                                             *view_controls],
+                            translated_outputs, api_visibility="private", **listen)
+            event.failure(clear_result, None, translated_outputs, api_visibility="private")  # nothing stale
+            return event
 
-        for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
-                             (page.source.submit, dict(api_visibility="private")),
-                             (page.examples.load_input_event.then, dict(api_visibility="private"))):
-            translated(trigger, **api)
-        for control in (page.kind, page.layer, page.head, page.rollout):
-            control.input(views, view_inputs, view_outputs, api_visibility="private")
+        for trigger in (page.translate_button.click, page.source.submit, page.examples.load_input_event.then):
+            translated(trigger)
+        for control in view_controls:
+            control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
 
-        # The beam tree: a node clicked in the page (or a step and candidate through the API) shows its attention.
-        page.tree.select(pick_node, None, [page.node_step, page.node_index], api_visibility="private").then(
-            show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
-            api_name="beam_node").success(views, view_inputs, view_outputs, api_visibility="private")
+        # The beam tree: a node clicked in the page shows its attention (its line and every view, one event).
+        page.tree.select(shown_node_page, [result_state, *view_controls],
+                         [page.node_step, page.node_index, shown_state, page.node_status, *view_outputs],
+                         api_visibility="private")
         page.whole.click(None, None, None, js=UNSELECT_NODE, api_visibility="private")
-        page.whole.click(show_whole, [result_state], [shown_state, page.node_status],
-                         api_name="whole_translation").success(views, view_inputs, view_outputs,
-                                                               api_visibility="private")
+        page.whole.click(shown_whole_page, [result_state, *view_controls],
+                         [shown_state, page.node_status, *view_outputs], api_visibility="private")
+
+        # The same through the API (the page's own events above draw the figures as well): hidden triggers.
+        with gr.Group(visible=False):
+            api_translate = gr.Button("translate", elem_id="api-translate")
+            api_node = gr.Button("beam node", elem_id="api-beam-node")
+            api_whole = gr.Button("whole translation", elem_id="api-whole")
+        api_translate.click(translate, [page.source, page.direction, page.beam_size],
+                            [page.translation, page.confidence, page.notices, result_state, shown_state],
+                            api_name="translate").failure(lambda: (None, None), None, [result_state, shown_state],
+                                                          api_visibility="private")
+        api_node.click(show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
+                       api_name="beam_node")
+        api_whole.click(show_whole, [result_state], [shown_state, page.node_status], api_name="whole_translation")
 
         page.position.input(candidates, [result_state, page.position], [page.candidate], api_visibility="private")
         what_if_outputs = [page.what_if_translation, page.what_if_table, page.what_if_plot, what_if_state]
@@ -270,7 +300,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                                 trigger_mode="always_last")
         lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
                                  trigger_mode="always_last")
-        wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, translated)
+        wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, shown_state,
+                    head_trace, translated)
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
 
 
@@ -446,6 +477,8 @@ LESSON_SENTENCE = "Transformer is powerful."  # the worked example's sentence, i
 SHOW_TRANSLATE_TAB = """() => { [...document.querySelectorAll('button[role=tab]')]
   .find((tab) => tab.textContent.trim() === 'Translate')?.click(); }"""
 SCROLL_TO_CELL = "() => { document.getElementById('cell-accordion')?.scrollIntoView({block: 'start'}); }"
+CELL_WAITING = "<p>Click (tap) a cell of the chosen head's heatmap, or type its row and column.</p>"
+CELL_REFUSED = "<p>No cell shown: see the message above.</p>"
 
 
 def inside_sections(config) -> SimpleNamespace:
@@ -481,17 +514,17 @@ def inside_sections(config) -> SimpleNamespace:
 
 def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_direction: str,
                 page: SimpleNamespace, lesson: SimpleNamespace, look: SimpleNamespace, result_state: gr.State,
-                translated) -> None:
-    """The look-inside events: a cell follows its inputs, a click on the heatmap and, while its accordion is open,
-    the heatmap; heads off; which heads matter; the lesson's link to the same steps in the real model."""
-    head_trace = gr.State(None)  # one head's trace per session (heads.HeadTrace): what any cell of it needs
+                shown_state: gr.State, head_trace: gr.State, translated) -> None:
+    """The look-inside events: a cell (of what the heatmap shows: the translation or a node of its search) follows
+    its inputs, a click on the heatmap and, while its accordion is open, the heatmap; heads off; which heads matter;
+    the lesson's link to the same steps in the real model."""
     cell_open = gr.State(False)
-    cell_inputs = [result_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
+    cell_inputs = [shown_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
                    head_trace]
 
-    def cell(result, kind, layer, head, query, key, all_dimensions, cached):
-        opened, cached = heads.open_cell(directions, result, kind, layer, head, query, key, cached)
-        return heads.cell_html(opened, all_dimensions), cached
+    def cell(shown, kind, layer, head, query, key, all_dimensions, cached):
+        opened, cached = heads.open_cell(directions, shown, kind, layer, head, query, key, cached)
+        return heads.cell_html(opened, all_dimensions, handlers.shown_name(shown)), cached
 
     def follow_heatmap(is_open: bool, *args):
         """The cell of the heatmap now shown; a problem (the mean, a row it lacks) is said in place, not raised."""
@@ -504,7 +537,8 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
 
     for number, api in ((look.query, dict(api_name="open_cell")), (look.key, dict(api_visibility="private")),
                         (look.all_dimensions, dict(api_visibility="private"))):
-        number.input(shown_on_page(cell), cell_inputs, [look.cell, head_trace], trigger_mode="always_last", **api)
+        number.input(shown_on_page(cell), cell_inputs, [look.cell, head_trace], trigger_mode="always_last", **api
+                     ).failure(lambda: CELL_REFUSED, None, look.cell, api_visibility="private")  # no stale cell
     (look.cell_accordion.expand(lambda: True, None, cell_open, api_visibility="private")
      .then(follow_heatmap, [cell_open, *cell_inputs], [look.cell, head_trace], api_visibility="private"))
     look.cell_accordion.collapse(lambda: False, None, cell_open, api_visibility="private")
@@ -524,10 +558,13 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
         return heads.head_effects_view(effects)
 
     look.run.click(switch_heads, [result_state, *look.switches, page.kind, page.layer, page.head],
-                   [look.comparison, look.heads_off_plot], api_name="heads_off")
+                   [look.comparison, look.heads_off_plot], api_name="heads_off"
+                   ).failure(lambda: ("", None), None, [look.comparison, look.heads_off_plot], api_visibility="private")
     look.all_on.click(lambda: ([],) * len(look.switches), None, look.switches, api_visibility="private")
     look.matter.click(which_heads_matter, [result_state], [look.matter_plot, look.matter_summary],
-                      api_name="which_heads_matter")
+                      api_name="which_heads_matter"
+                      ).failure(lambda: (None, ""), None, [look.matter_plot, look.matter_summary],
+                                api_visibility="private")
 
     def lesson_steps():
         """The worked example's sentence in the real model: encoder self-attention, layer 1, head 1, cell (1, 1)."""
@@ -536,7 +573,7 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
     prepared = lesson.real_model.click(
         lesson_steps, None, [page.source, page.direction, page.kind, page.layer, page.head, look.query, look.key,
                              look.cell_accordion, cell_open], js=SHOW_TRANSLATE_TAB, api_visibility="private")
-    translated(prepared.then, api_visibility="private").then(None, js=SCROLL_TO_CELL, api_visibility="private")
+    translated(prepared.then).then(None, js=SCROLL_TO_CELL, api_visibility="private")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,7 @@ class DemoTranslation:
     confidence: Confidence | None = None  # how much the source looks like the training data (None: uncalibrated)
     hypothesis: Hypothesis | None = None  # the chosen (or a partial) hypothesis: ids, each token's log-prob, finished
     beams: BeamRecord | None = None  # every step of the beam search
+    node: tuple[int, int] | None = None  # (step, candidate), 1-based, when this is a node's partial hypothesis
 
     @property
     def is_empty(self) -> bool:
@@ -143,6 +144,14 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
     return DemoTranslation(direction=direction, model=translator.name, source=source, text=result.text,
                            beam_size=beam_size, score=result.score, notices=tuple(notices), attention=result.attention,
                            confidence=result.confidence, hypothesis=result.hypotheses[0], beams=result.beams)
+
+
+def shown_name(result: DemoTranslation) -> str:
+    """What the attention views show, in words: the whole translation or a node's partial hypothesis."""
+    if result.node is None:
+        return "the whole translation"
+    step, index = result.node
+    return f"step {step}, candidate {index} of the beam search (its partial hypothesis)"
 
 
 def confidence_text(result: DemoTranslation) -> str:

@@ -191,8 +191,9 @@ def open_cell(directions: Mapping[str, Translator], result: handlers.DemoTransla
     return cell, cached
 
 
-def cell_html(cell: Cell, all_dimensions: bool = False) -> str:
-    """The cell's computation step by step as labelled tables (the first 8 dimensions unless all_dimensions)."""
+def cell_html(cell: Cell, all_dimensions: bool = False, shown: str = "the whole translation") -> str:
+    """The cell's computation step by step as labelled tables (the first 8 dimensions unless all_dimensions), for
+    the heatmap of ``shown`` (:func:`demo.handlers.shown_name`)."""
     table = figures.matrix_table
     d_model, d_head = cell.x.shape[0], cell.d_head
     model_dims, head_dims = (d_model, d_head) if all_dimensions else (min(SHOWN, d_model), min(SHOWN, d_head))
@@ -237,7 +238,8 @@ def cell_html(cell: Cell, all_dimensions: bool = False) -> str:
     sections = "".join(f"<h4>{html.escape(heading)}</h4><div class='matrix-row'>"
                        + "".join(f"<div class='scroll'>{part}</div>" for part in parts) + "</div>"
                        for heading, parts in steps)
-    summary = (f"<p><b>{html.escape(KIND_NAMES[cell.kind].capitalize())}, layer {cell.layer}, head {cell.head}:</b> "
+    summary = (f"<p class='check'>The heatmap of {html.escape(shown)}.</p>"
+               f"<p><b>{html.escape(KIND_NAMES[cell.kind].capitalize())}, layer {cell.layer}, head {cell.head}:</b> "
                f"query {cell.query + 1} ({html.escape(query_token)}) gives key {cell.key + 1} "
                f"({html.escape(key_token)}) the weight <b>{cell.weights[cell.key]:.4f}</b>.</p>")
     check = (f"<p class='check'>Checks: the softmax row differs from the heatmap's row by at most {difference:.1e}; "

@@ -1041,3 +1041,224 @@ def test_single_heads_in_a_browser(app_url, directions, tmp_path, width, height)
             keep_screenshots(tmp_path, f"demo-cell-{width}.png", f"demo-heads-{width}.png")
         finally:
             browser.close()
+
+
+# ---- Issue #35: the longest input in every view, typed text never rendered, no stale views -------------------------
+
+LONGEST = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass. " * 20
+
+
+def figure_in_its_box(page, selector: str, width: int) -> dict:
+    """Where a plotly figure lies in its box: the box inside the page, every text of the figure inside the figure,
+    the colour bar in view before any scrolling, and a figure wider than its box scrolled (scrollLeft moves)."""
+    found = page.evaluate("""(selector) => {
+      const box = document.querySelector(selector), svg = box.querySelector('.main-svg');
+      const rect = (node) => { const r = node.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+      box.scrollLeft = 0;
+      const at = {box: rect(box), svg: rect(svg), client: box.clientWidth, scroll: box.scrollWidth,
+                  overflow: getComputedStyle(box).overflowX,
+                  texts: [...box.querySelectorAll('.main-svg text')].filter((t) => t.textContent.trim()).map(rect),
+                  colorbars: [...box.querySelectorAll('.main-svg .colorbar')].map(rect)};
+      box.scrollLeft = 10_000;
+      at.moved = box.scrollLeft;
+      box.scrollLeft = 0;
+      return at; }""", selector)
+    assert inside(found["box"], (0, -1e9, width, 1e9)), (selector, found["box"])
+    cut = [text for text in found["texts"] if not inside(text, found["svg"])]
+    assert not cut, (selector, "text outside its figure", found["svg"], cut)
+    visible = (found["box"][0], -1e9, found["box"][0] + found["client"], 1e9)
+    assert all(inside(bar, visible) for bar in found["colorbars"]), (selector, found["colorbars"], visible)
+    assert found["texts"] and found["colorbars"], (selector, "no figure drawn")
+    if found["svg"][2] - found["svg"][0] > found["client"] + 1:  # wider than its box: a visitor can scroll to its end
+        assert found["overflow"] in ("auto", "scroll"), (selector, found["overflow"])
+        assert found["scroll"] > found["client"] and found["moved"] >= found["scroll"] - found["client"] - 1, (
+            selector, found)
+    else:
+        assert found["moved"] == 0, (selector, found)
+    return found
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
+def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, height):
+    """The longest input the limits allow (cut to 128 tokens), carrying a heading, a link and an image in its text:
+    every figure (the head, every head, what if, heads off, both compared) fits or scrolls sideways in its own box
+    with its labels and its colour bar in view, nothing pushes the page sideways, the echoed text renders no heading,
+    link or image, and the page asks no other host for anything."""
+    from playwright.sync_api import expect, sync_playwright
+
+    result = handlers.translate_text(directions, EN_DE, INJECTION, 5)
+    assert len(result.attention.source_tokens) > handlers.LIMITS.max_tokens - 5  # cut before a word: about the most
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            outside = []
+            page.on("request", lambda request: outside.append(request.url)
+                    if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            page.goto(app_url)
+            page.locator("#source textarea").fill(INJECTION)
+            page.locator("#translate").click()
+            expect(page.locator("#translation textarea")).to_have_value(result.text, timeout=60_000)
+            expect(page.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x)")
+            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
+            expect(page.locator("#head-plot .xtick")).to_have_count(len(result.attention.source_tokens))
+            head = figure_in_its_box(page, "#head-plot", width)
+            assert head["moved"] > 0  # 129 columns never fit
+            assert_apart(boxes(page, "#head-plot .ytick text"), "heatmap rows")
+            figure_in_its_box(page, "#heads-plot", width)
+
+            page.locator("#what-if").get_by_text("What if").first.click()
+            page.locator("#what-if-typed textarea").fill(INJECTED_START)
+            page.locator("#what-if-run").click()
+            expect(page.locator("#what-if-table code").first).to_contain_text("Ein Hund # Kopf", timeout=60_000)
+            page.wait_for_selector("#what-if-plot .xtick", timeout=30_000)
+            assert figure_in_its_box(page, "#what-if-plot", width)["moved"] > 0
+
+            open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
+            page.locator("#off-cross").get_by_label("L4 H3").check()
+            page.locator("#heads-off-run").click()
+            page.wait_for_selector("#heads-off-plot .xtick", timeout=60_000)
+            assert figure_in_its_box(page, "#heads-off-plot", width)["moved"] > 0
+
+            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
+            for name in "ab":
+                page.locator(f"#compare-source-{name} textarea").fill(LONGEST)
+            page.locator("#compare-run").click()
+            for name in "ab":
+                page.wait_for_selector(f"#compare-plot-{name} .xtick", timeout=60_000)
+                assert figure_in_its_box(page, f"#compare-plot-{name}", width)["moved"] > 0
+
+            for rendered_here in ("#notices", "#what-if-table", "#node-status"):
+                assert page.locator(f"{rendered_here} :is(h1, h2, a, img)").count() == 0, rendered_here
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            assert outside == [], f"the page fetched from outside: {outside}"
+        finally:
+            browser.close()
+
+
+def test_a_cell_opens_on_what_the_views_show_through_gradio_client(app_url, directions, sees):
+    """After a node is chosen, the cell belongs to that node's partial hypothesis (its rows, its weights) and says
+    so; after the whole translation is shown again, to the translation."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    client.predict(SEES, EN_DE, 5, api_name="/translate")
+    node = look.partial_hypothesis(directions, sees, 3, 2)
+    client.predict(3, 2, api_name="/beam_node")
+    page = client.predict("cross", "2", "1", 3, 2, False, api_name="/open_cell")
+    assert "The heatmap of step 3, candidate 2 of the beam search" in page
+    assert f"the weight <b>{node.attention.cross[1, 0, 2, 1]:.4f}</b>" in page
+    with pytest.raises(Exception, match=re.escape("Query 4 does not exist; this heatmap has 3 rows (1–3).")):
+        client.predict("cross", "2", "1", 4, 2, False, api_name="/open_cell")
+    client.predict(api_name="/whole_translation")
+    page = client.predict("cross", "2", "1", 4, 2, False, api_name="/open_cell")
+    assert "The heatmap of the whole translation." in page
+    assert f"the weight <b>{sees.attention.cross[1, 0, 3, 1]:.4f}</b>" in page
+
+
+def test_no_view_outlives_its_translation(app_url, directions):
+    """One source of truth for the views: a new translation, an error and a refused request (a full queue answers
+    503) clear or redraw every dependent view (heads off, which heads matter, the cell, the tree, the heatmaps);
+    the cell follows a node chosen in the tree and says what it shows; a cell out of range leaves no cell behind;
+    and no error badge outlives the next translation."""
+    from playwright.sync_api import expect, sync_playwright
+
+    second = "I have no time today."
+    (first_result,) = directions[EN_DE].translate([SENTENCE], beam_size=5, return_attention=True)
+    (second_result,) = directions[EN_DE].translate([second], beam_size=5, return_attention=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(app_url)
+            source, translation = page.locator("#source textarea"), page.locator("#translation textarea")
+            cell, comparison = page.locator("#cell-view"), page.locator("#heads-off-result")
+            matter = page.locator("#heads-matter-summary")
+
+            def translate(text: str, expected: str) -> None:
+                source.fill(text)
+                page.locator("#translate").click()
+                expect(translation).to_have_value(expected, timeout=60_000)
+
+            def look_inside() -> None:  # a cell, heads off and which heads matter, all of the translation shown
+                page.locator("#head input").click()
+                page.get_by_role("option", name="head 1", exact=True).click()
+                expect(page.locator("#head-plot .gtitle")).to_contain_text("head 1", timeout=30_000)
+                page.locator("#cell-query input").fill("2")
+                page.locator("#cell-query input").press("Enter")
+                expect(cell).to_contain_text("The heatmap of the whole translation.", timeout=30_000)
+                page.locator("#off-cross").get_by_label("L4 H3").check()
+                page.locator("#heads-off-run").click()
+                expect(comparison).to_contain_text("Heads off: cross-attention L4 H3.", timeout=30_000)
+                page.locator("#heads-matter").click()
+                expect(matter).to_contain_text("teacher-forced passes", timeout=60_000)
+
+            def forgotten() -> None:  # nothing of the translation before is left
+                expect(comparison).to_have_text("", timeout=30_000)
+                expect(page.locator("#heads-off-plot .main-svg")).to_have_count(0)
+                expect(matter).to_have_text("")
+                expect(page.locator("#heads-matter-plot .main-svg")).to_have_count(0)
+
+            translate(SENTENCE, first_result.text)
+            open_accordion(page, "Open a cell: the computation behind one weight", "#cell-query")
+            open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
+            look_inside()
+
+            # a new translation: every view redrawn for it, or emptied until asked again
+            translate(second, second_result.text)
+            forgotten()
+            expect(cell).to_contain_text(f"query 2 ({second_result.attention.target_tokens[1]}) gives key",
+                                         timeout=30_000)  # the open cell follows the new heatmap
+            expect(page.locator("#head-plot .ytick")).to_have_count(len(second_result.attention.target_tokens))
+            expect(page.locator("#alignment .tgt")).to_have_count(len(second_result.attention.target_tokens))
+
+            # a node of the tree: the cell follows it and says so; a row it lacks leaves no cell behind
+            look_inside()
+            page.locator("#beam-tree g.n[data-s='1'][data-i='1']").click()
+            expect(page.locator("#node-status")).to_contain_text("step 2, candidate 2", timeout=30_000)
+            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
+            expect(cell).to_contain_text("The heatmap of step 2, candidate 2 of the beam search", timeout=30_000)
+            page.locator("#cell-query input").fill("5")
+            page.locator("#cell-query input").press("Enter")
+            expect(page.locator(".toast-body").last).to_contain_text("Query 5 does not exist; this heatmap has 2 rows",
+                                                                     timeout=30_000)
+            expect(cell).to_have_text("No cell shown: see the message above.")
+
+            # an error: every view emptied
+            source.fill("  ")
+            page.locator("#translate").click()
+            expect(page.get_by_text("the input is empty").first).to_be_visible(timeout=30_000)
+            expect(translation).to_have_value("")
+            forgotten()
+            expect(cell).not_to_contain_text("gives key", timeout=30_000)
+            expect(page.locator("#alignment")).to_contain_text("Nothing translated")
+            expect(page.locator("#beam-tree")).to_contain_text("Nothing translated")
+            expect(page.locator("#head-plot .main-svg")).to_have_count(0)
+            expect(page.locator("#node-status")).to_have_text("")
+
+            # a refused request (the queue is full): the page empties every view rather than mix two sentences,
+            # and the next translation clears every error badge
+            translate(SENTENCE, first_result.text)
+            look_inside()
+            refused = []
+
+            def full_queue(route):
+                if refused:
+                    return route.continue_()
+                refused.append(route.request.url)
+                route.fulfill(status=503, content_type="application/json",
+                              body=json.dumps({"detail": "This application is currently busy."}))
+
+            page.route("**/queue/join**", full_queue)
+            translate(second, "")
+            assert refused
+            forgotten()
+            expect(cell).not_to_contain_text("gives key", timeout=30_000)
+            expect(page.locator("#alignment")).to_contain_text("Nothing translated")
+            expect(page.locator("#head-plot .main-svg")).to_have_count(0)
+            page.unroute("**/queue/join**")
+            translate(second, second_result.text)
+            expect(page.locator("#alignment .tgt")).to_have_count(len(second_result.attention.target_tokens))
+            expect(page.locator(".block span.error")).to_have_count(0)
+        finally:
+            browser.close()
