@@ -107,8 +107,10 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
 
     @shown_on_page
     def translate(text: str, direction: str, beam_size: int):
-        result = handlers.translate_text(directions, direction, text, beam_size)
-        return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result, result
+        paragraph = handlers.translate_paragraph(directions, direction, text, beam_size)
+        first = paragraph.sentences[0]
+        return (paragraph.text, handlers.confidence_text(paragraph), handlers.notices_markdown(paragraph), paragraph,
+                first, first)
 
     @shown_on_page
     def candidates(result: handlers.DemoTranslation | None, position: int):
@@ -126,24 +128,40 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         drawn = handlers.attention_views(shown, kind, int(controls[0]["value"]), head, rollout and kind == "encoder")
         return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html, *controls)
 
-    def translated_page(text: str, direction: str, beam_size: int, kind: str, layer: str, head: str, rollout: bool):
-        """A translation and every view that depends on it, in one event (:data:`translated_outputs`), so that a
-        refused or failed request can never leave one view of the new translation beside views of the old one: the
-        views show it whole, its search is drawn, the what-if starts at position 1, heads off and which heads
-        matter forget the sentence before, the cell view waits for the new heatmap."""
-        result = handlers.translate_text(directions, direction, text, beam_size)
+    def sentence_views(result: handlers.DemoTranslation, kind: str, layer: str, head: str, rollout: bool):
+        """Every view of one sentence's translation (:data:`translated_outputs` after the sentence menu): the views
+        show it whole, its search is drawn, the what-if starts at position 1, heads off and which heads matter
+        forget the sentence before, the cell view waits for the new heatmap."""
         positions = inside.position_choices(result)
-        return (result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result, result,
-                "", inside.beam_tree_view(directions, result),
+        return (result, result, "", inside.beam_tree_view(directions, result),
                 gr.update(choices=positions, value=1 if positions else None),
                 candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None,
                 *views(result, kind, layer, head, rollout),
                 gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True),
                 CELL_WAITING, None, "", None, None, "")
 
+    def translated_page(text: str, direction: str, beam_size: int, kind: str, layer: str, head: str, rollout: bool):
+        """A text translated sentence by sentence and every view of its first sentence, in one event, so that a
+        refused or failed request can never leave one view of the new translation beside views of the old one."""
+        paragraph = handlers.translate_paragraph(directions, direction, text, beam_size)
+        return (paragraph.text, handlers.confidence_text(paragraph), handlers.notices_markdown(paragraph), paragraph,
+                sentence_menu(paragraph), *sentence_views(paragraph.sentences[0], kind, layer, head, rollout))
+
+    @shown_on_page
+    def show_sentence(paragraph: handlers.DemoParagraph | None, number, kind: str, layer: str, head: str,
+                      rollout: bool):
+        """Another sentence of the translated text: every view of it, in one event."""
+        if paragraph is None:
+            return (gr.skip(),) * len(translated_outputs)
+        index = inside.whole_number(number, "sentence")
+        if not 1 <= index <= len(paragraph.sentences):
+            raise handlers.DemoInputError(f"Sentence {index} does not exist; the text has {len(paragraph.sentences)}.")
+        return ((gr.skip(),) * 5 + sentence_views(paragraph.sentences[index - 1], kind, layer, head, rollout))
+
     def clear_result():
         """Every view that depends on the translation, emptied: nothing on the page belongs to another input."""
-        return ("", "", "", None, None, "", "<p>Nothing translated.</p>", gr.update(choices=[], value=None),
+        return ("", "", "", None, gr.update(choices=[], value=None, visible=False), None, None, "",
+                "<p>Nothing translated.</p>", gr.update(choices=[], value=None),
                 gr.update(choices=[], value=None), None, "", "", None, None, None,
                 "<p>Nothing translated: see the message above.</p>", gr.skip(), gr.skip(), gr.skip(),
                 gr.update(value=None, visible=False), CELL_WAITING, None, "", None, None, "")
@@ -212,7 +230,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
-        result_state = gr.State(None)  # the translation
+        paragraph_state = gr.State(None)  # the text translated sentence by sentence (handlers.DemoParagraph)
+        result_state = gr.State(None)  # the translation of the sentence the views are of
         shown_state = gr.State(None)  # what the attention views show: the translation, or a node of its search
         what_if_state = gr.State(None)  # the what-if's new translation
         compare_state = gr.State(None)  # the two compared translations
@@ -227,7 +246,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head, page.rollout]
         view_controls = [page.kind, page.layer, page.head, page.rollout]
         # Everything a translation decides, written by one event (translated_page, or clear_result after an error).
-        translated_outputs = [page.translation, page.confidence, page.notices, result_state, shown_state,
+        translated_outputs = [page.translation, page.confidence, page.notices, paragraph_state, page.sentence,
+                              result_state, shown_state,
                               page.node_status, page.tree, page.position, page.candidate, what_if_state,
                               page.what_if_translation, page.what_if_table, page.what_if_plot, *view_outputs,
                               page.download, look_inside.cell, head_trace, look_inside.comparison,
@@ -245,6 +265,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
             translated(trigger)
         for control in view_controls:
             control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
+        page.sentence.input(show_sentence, [paragraph_state, page.sentence, *view_controls], translated_outputs,
+                            api_visibility="private")
 
         # The beam tree: a node clicked in the page shows its attention (its line and every view, one event).
         page.tree.select(shown_node_page, [result_state, *view_controls],
@@ -260,9 +282,10 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
             api_node = gr.Button("beam node", elem_id="api-beam-node")
             api_whole = gr.Button("whole translation", elem_id="api-whole")
         api_translate.click(translate, [page.source, page.direction, page.beam_size],
-                            [page.translation, page.confidence, page.notices, result_state, shown_state],
-                            api_name="translate").failure(lambda: (None, None), None, [result_state, shown_state],
-                                                          api_visibility="private")
+                            [page.translation, page.confidence, page.notices, paragraph_state, result_state,
+                             shown_state], api_name="translate"
+                            ).failure(lambda: (None, None, None), None, [paragraph_state, result_state, shown_state],
+                                      api_visibility="private")
         api_node.click(show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
                        api_name="beam_node")
         api_whole.click(show_whole, [result_state], [shown_state, page.node_status], api_name="whole_translation")
@@ -303,6 +326,13 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, shown_state,
                     head_trace, translated)
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def sentence_menu(paragraph: handlers.DemoParagraph) -> dict:
+    """The menu of a text's sentences, the first chosen; shown only when there are several."""
+    choices = [(f"{number} · {sentence.source if len(sentence.source) <= 70 else sentence.source[:69] + '…'}",
+                number) for number, sentence in enumerate(paragraph.sentences, start=1)]
+    return gr.update(choices=choices, value=1, visible=len(choices) > 1)
 
 
 def control_updates(result: handlers.DemoTranslation, kind: str, layer: str, rollout: bool) -> tuple[dict, ...]:
@@ -357,6 +387,8 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                             info="Does the sentence look like the captions the model translates well? Calibrated on "
                                  "Multi30K (in) and everyday sentences, other languages and noise (out).")
     notices = gr.Markdown(label="Notices", elem_id="notices")
+    sentence = gr.Dropdown([], label="Sentence whose attention is shown below", elem_id="sentence", visible=False,
+                           info="The text was translated one sentence at a time.")
     examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
                            label="Examples (captions and everyday sentences): click one to translate it")
 
@@ -422,7 +454,8 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                                                 elem_id="compare-translation-b")
                 second_plot = gr.Plot(label="Attention B", show_label=False, elem_id="compare-plot-b")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
-                           translation=translation, confidence=confidence, notices=notices, examples=examples,
+                           translation=translation, confidence=confidence, notices=notices, sentence=sentence,
+                           examples=examples,
                            tree=tree, node_step=node_step, node_index=node_index, node_status=node_status,
                            whole=whole, kind=controls.kind, layer=controls.layer, head=controls.head,
                            rollout=controls.rollout, alignment=alignment, head_plot=head_plot, heads_plot=heads_plot,

@@ -25,6 +25,7 @@ from core.confidence import IN_DOMAIN, Confidence
 from core.search import Attention, BeamRecord, Hypothesis
 from serve import Translator
 from serve.policy import InputLimits, fit_text, max_source_tokens
+from serve.sentences import split_sentences
 
 from . import figures, lesson
 
@@ -154,8 +155,55 @@ def shown_name(result: DemoTranslation) -> str:
     return f"step {step}, candidate {index} of the beam search (its partial hypothesis)"
 
 
-def confidence_text(result: DemoTranslation) -> str:
-    """The confidence as one plain line for the page and the API ("" when the model is not calibrated)."""
+@dataclass(frozen=True)
+class DemoParagraph:
+    """A text translated sentence by sentence (:func:`translate_paragraph`): each sentence's translation with its
+    attention, and what to tell the user about the whole."""
+
+    sentences: tuple[DemoTranslation, ...]
+    notices: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The whole translation: the sentences' translations joined with a space."""
+        return " ".join(sentence.text for sentence in self.sentences if sentence.text)
+
+
+def translate_paragraph(directions: Mapping[str, Translator], direction: str, text: str,
+                        beam_size: int = 5) -> DemoParagraph:
+    """Translate a text sentence by sentence: the text is cut to the demo's characters, split into sentences by the
+    project's one rule (:func:`serve.sentences.split_sentences`, in the model's source language), and each sentence
+    translated as :func:`translate_text` does (cut to the demo's tokens, with a notice). Raises DemoInputError as
+    translate_text does."""
+    if not isinstance(text, str):
+        raise DemoInputError("The input must be text.")
+    translator = directions.get(direction)
+    notices = []
+    if len(text) > LIMITS.max_chars:
+        notices.append(f"The input has {len(text):,} characters; the demo reads the first {LIMITS.max_chars:,}.")
+        text = text[: LIMITS.max_chars]
+    sentences = (split_sentences(text, translator.source_lang) if translator is not None else []) or [text]
+    translations = tuple(translate_text(directions, direction, sentence, beam_size) for sentence in sentences)
+    if len(translations) > 1:
+        notices.append(f"The text was translated as {len(translations)} sentences, one at a time (the models learned "
+                       "from single sentences); choose the sentence whose attention is shown below.")
+    for number, sentence in enumerate(translations, start=1):
+        notices.extend(notice if len(translations) == 1 else f"Sentence {number}: {notice}"
+                       for notice in sentence.notices)
+    return DemoParagraph(translations, tuple(notices))
+
+
+def confidence_text(result: DemoTranslation | DemoParagraph) -> str:
+    """The confidence as one plain line for the page and the API ("" when the model is not calibrated); for a
+    paragraph, the least confident sentence's."""
+    if isinstance(result, DemoParagraph):
+        scored = [(sentence.confidence.score, number) for number, sentence in enumerate(result.sentences, 1)
+                  if sentence.confidence is not None]
+        if not scored:
+            return ""
+        score, number = min(scored)
+        line = confidence_text(result.sentences[number - 1])
+        return line if len(scored) == 1 else f"{line[:-1]}: sentence {number}, the lowest of {len(scored)})"
     confidence = result.confidence
     if confidence is None:
         return ""
@@ -173,7 +221,7 @@ def code_span(text: str) -> str:
     return f"{fence} {text} {fence}"
 
 
-def notices_markdown(result: DemoTranslation) -> str:
+def notices_markdown(result: DemoTranslation | DemoParagraph) -> str:
     """The notices as a Markdown list ("" when there is nothing to say); anything the user typed is a code span."""
     return "\n".join(f"- ⚠ {notice}" for notice in result.notices)
 

@@ -109,6 +109,37 @@ def test_typed_text_echoed_back_is_never_markup(directions):
         assert page.startswith("<p><code>") and page.count("<p>") == 1 and "<img" not in page, (text, page)
 
 
+FIVE_CAPTIONS = ("Two young children are playing with a red ball on the grass. A man in a blue jacket is riding his "
+                 "bicycle down a busy street. A woman with sunglasses sits on a bench in the park. Three men are "
+                 "working on a construction site next to the road. A brown dog jumps over a log in the forest.")
+
+
+def test_a_paragraph_translates_sentence_by_sentence(directions):
+    from serve.sentences import split_sentences
+
+    sentences = split_sentences(FIVE_CAPTIONS, "en")
+    assert len(sentences) == 5 and " ".join(sentences) == FIVE_CAPTIONS
+    paragraph = handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5)
+    expected = [t.text for t in directions[EN_DE].translate(sentences, beam_size=5)]
+    assert [sentence.text for sentence in paragraph.sentences] == expected
+    assert paragraph.text == " ".join(expected) and paragraph.text.count(".") == 5
+    assert [sentence.source for sentence in paragraph.sentences] == sentences
+    assert paragraph.notices[0].startswith("The text was translated as 5 sentences")
+    lowest = min(sentence.confidence.score for sentence in paragraph.sentences)
+    assert handlers.confidence_text(paragraph).endswith(f"(confidence {lowest:.2f}: sentence "
+                                                        f"{[s.confidence.score for s in paragraph.sentences].index(lowest) + 1}, "
+                                                        "the lowest of 5)")
+    whole = directions[EN_DE].translate([FIVE_CAPTIONS], beam_size=5)[0].text
+    assert whole.count(".") < 5  # what the model does with the paragraph at once: sentences lost
+    one = handlers.translate_paragraph(directions, EN_DE, "A dog.", 5)
+    assert len(one.sentences) == 1 and one.notices == () and handlers.confidence_text(one) == \
+        handlers.confidence_text(one.sentences[0])
+    assert split_sentences(" \n\n ") == [] and split_sentences("Dr. Smith sees a dog. Mr. Brown too.", "en") == [
+        "Dr. Smith sees a dog.", "Mr. Brown too."]
+    with pytest.raises(handlers.DemoInputError, match="the input is empty"):
+        handlers.translate_paragraph(directions, EN_DE, " \n\n ", 5)
+
+
 def test_long_input_is_cut_to_the_demo_limit_with_a_notice(directions):
     long_text = "A man in a red shirt rides a bike down the road. " * 30
     result = handlers.translate_text(directions, EN_DE, long_text, 1)
@@ -267,6 +298,9 @@ def test_translate_through_gradio_client(app_url, directions):
     text = "A little girl climbs into a wooden playhouse."
     translation, confidence, notices = client.predict(text, EN_DE, 4, api_name="/translate")
     assert translation == directions[EN_DE].translate([text], beam_size=4)[0].text and notices == ""
+    paragraph, _, notices = client.predict(FIVE_CAPTIONS, EN_DE, 5, api_name="/translate")
+    assert paragraph == handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5).text
+    assert paragraph.count(".") == 5 and "translated as 5 sentences" in notices
     assert re.fullmatch(r"✓ Looks like the training data \(confidence [01]\.\d\d\)", confidence), confidence
     translation, _, notices = client.predict("Ein Hund 🙂 rennt.", DE_EN, 1, api_name="/translate")
     assert translation == directions[DE_EN].translate(["Ein Hund 🙂 rennt."], beam_size=1)[0].text
@@ -447,7 +481,8 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
     stale result, the alignment follows the attention kind, and the lesson's controls answer Enter and arrow keys."""
     from playwright.sync_api import expect, sync_playwright
 
-    long_text = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass. " * 3
+    long_text = " and ".join(["A brown dog jumps over a log in the forest while two children play with a red ball on "
+                              "the grass"] * 3) + "."  # one long sentence
     (reference,) = directions[EN_DE].translate([handlers.fit_source(directions[EN_DE], long_text)[0]], beam_size=5,
                                                return_attention=True)
     with sync_playwright() as playwright:
@@ -1045,7 +1080,10 @@ def test_single_heads_in_a_browser(app_url, directions, tmp_path, width, height)
 
 # ---- Issue #35: the longest input in every view, typed text never rendered, no stale views -------------------------
 
-LONGEST = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass. " * 20
+LONGEST = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass and " * 20
+# One sentence (no blank line: that would end the sentence) carrying markup, cut to the demo's 128 tokens.
+INJECTION_LINE = ("A dog runs # heading [link](http://203.0.113.9/x) <img src=http://203.0.113.9/x.png> "
+                  + "and a dog runs on the grass " * 30)
 
 
 def figure_in_its_box(page, selector: str, width: int) -> dict:
@@ -1086,8 +1124,9 @@ def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, h
     link or image, and the page asks no other host for anything."""
     from playwright.sync_api import expect, sync_playwright
 
-    result = handlers.translate_text(directions, EN_DE, INJECTION, 5)
+    result = handlers.translate_text(directions, EN_DE, INJECTION_LINE, 5)
     assert len(result.attention.source_tokens) > handlers.LIMITS.max_tokens - 5  # cut before a word: about the most
+    assert len(handlers.translate_paragraph(directions, EN_DE, INJECTION_LINE, 5).sentences) == 1
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
@@ -1096,10 +1135,10 @@ def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, h
             page.on("request", lambda request: outside.append(request.url)
                     if not request.url.startswith((app_url, "data:", "blob:")) else None)
             page.goto(app_url)
-            page.locator("#source textarea").fill(INJECTION)
+            page.locator("#source textarea").fill(INJECTION_LINE)
             page.locator("#translate").click()
             expect(page.locator("#translation textarea")).to_have_value(result.text, timeout=60_000)
-            expect(page.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x)")
+            expect(page.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x) <img")
             page.wait_for_selector("#head-plot .xtick", timeout=30_000)
             expect(page.locator("#head-plot .xtick")).to_have_count(len(result.attention.source_tokens))
             head = figure_in_its_box(page, "#head-plot", width)
@@ -1199,7 +1238,18 @@ def test_no_view_outlives_its_translation(app_url, directions):
                 expect(matter).to_have_text("")
                 expect(page.locator("#heads-matter-plot .main-svg")).to_have_count(0)
 
+            # a paragraph: the whole translation, and a menu of its sentences that redraws every view
+            paragraph = handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5)
+            translate(FIVE_CAPTIONS, paragraph.text)
+            third = paragraph.sentences[2]
+            page.locator("#sentence input").click()
+            page.get_by_role("option", name=f"3 · {third.source}").click()
+            expect(page.locator("#alignment .tgt")).to_have_count(len(third.attention.target_tokens), timeout=30_000)
+            expect(page.locator("#beam-tree g.n.chosen[data-s]")).to_have_count(len(third.attention.target_tokens))
+            expect(translation).to_have_value(paragraph.text)
+
             translate(SENTENCE, first_result.text)
+            expect(page.locator("#sentence")).to_be_hidden()  # one sentence: no menu
             open_accordion(page, "Open a cell: the computation behind one weight", "#cell-query")
             open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
             look_inside()
