@@ -379,8 +379,8 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
             direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
                                     elem_id="direction")
             beam_size = gr.Slider(1, handlers.LIMITS.max_beams, value=5, step=1, label="Beam size",
-                                  info=f"1 is greedy search; whole numbers 1–{handlers.LIMITS.max_beams} (a typed "
-                                       "value outside is clamped)", elem_id="beam-size")
+                                  info=f"1 is greedy search; a whole number from 1 to {handlers.LIMITS.max_beams}",
+                                  elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
     confidence = gr.Textbox(label="Confidence", interactive=False, elem_id="confidence", lines=1,
@@ -484,9 +484,9 @@ def lesson_tab(first) -> SimpleNamespace:
                 f"to its embeddings; the shipped models use d_model = {first.d_model}).")
     with gr.Row():
         pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length",
-                              info="1–512; a typed value outside is clamped")
+                              info="a whole number from 1 to 512")
         pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model",
-                               info="an even number, 2–512; a typed value outside is clamped")
+                               info="an even number from 2 to 512")
     pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding",
                       show_label=False, elem_id="pe-plot")
     return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
@@ -625,8 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether another program already listens on host:port (checked before the models are loaded)."""
+    """Whether another program already listens on host:port (checked before the models are loaded). The probe
+    binds as uvicorn does, with SO_REUSEADDR, so a port left in TIME_WAIT by a demo just stopped is free; on Windows
+    that option would let the probe share a port that is in use, so it is left off there."""
     with socket.socket() as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

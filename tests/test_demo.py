@@ -1312,3 +1312,25 @@ def test_no_view_outlives_its_translation(app_url, directions):
             expect(page.locator(".block span.error")).to_have_count(0)
         finally:
             browser.close()
+
+
+def test_a_port_a_stopped_demo_just_left_is_free():
+    """A stopped server's port lingers in TIME_WAIT; uvicorn binds it again (SO_REUSEADDR), so the check must too."""
+    from demo.app import port_in_use
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    connection, _ = server.accept()
+    connection.close()  # the server's side closes first: its end of the connection waits in TIME_WAIT
+    client.close()
+    server.close()
+    time.sleep(0.2)  # the last FIN and ACK cross
+    assert not port_in_use("127.0.0.1", port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert port_in_use("127.0.0.1", busy.getsockname()[1])
