@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import json
 import os
 import socket
 import tempfile
@@ -158,6 +159,16 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
             raise handlers.DemoInputError(f"Sentence {index} does not exist; the text has {len(paragraph.sentences)}.")
         return ((gr.skip(),) * 5 + sentence_views(paragraph.sentences[index - 1], kind, layer, head, rollout))
 
+    @shown_on_page
+    def open_link(kind: str, layer: str, head: str, rollout: bool, request: gr.Request):
+        """A page opened by a link to a translation (?text=…&direction=…&beam=…): its inputs filled in and translated
+        as Translate would; a page without one is left as it is."""
+        link = handlers.read_link(directions, dict(request.query_params))
+        if link is None:
+            return (gr.skip(),) * (3 + len(translated_outputs))
+        return (link.text, link.direction, link.beam_size,
+                *translated_page(link.text, link.direction, link.beam_size, kind, layer, head, rollout))
+
     def clear_result():
         """Every view that depends on the translation, emptied: nothing on the page belongs to another input."""
         return ("", "", "", None, gr.update(choices=[], value=None, visible=False), None, None, "",
@@ -265,6 +276,11 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
             translated(trigger)
         for control in view_controls:
             control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
+        demo.load(open_link, view_controls, [page.source, page.direction, page.beam_size, *translated_outputs],
+                  api_visibility="private").failure(clear_result, None, translated_outputs, api_visibility="private")
+        model_names = json.dumps({label: translator.name for label, translator in directions.items()})
+        page.make_link.click(None, [page.source, page.direction, page.beam_size], [page.link],
+                             js=MAKE_LINK.replace("NAMES", model_names), api_visibility="private")
         page.sentence.input(show_sentence, [paragraph_state, page.sentence, *view_controls], translated_outputs,
                             api_visibility="private")
 
@@ -383,6 +399,10 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                                   elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
+    with gr.Row(equal_height=True):
+        make_link = gr.Button("Link to this text", size="sm", elem_id="make-link", scale=0, min_width=160)
+        link = gr.Textbox(show_label=False, interactive=False, elem_id="link", buttons=["copy"], scale=3,
+                          placeholder="a link that opens this page on the text, direction and beam size above")
     confidence = gr.Textbox(label="Confidence", interactive=False, elem_id="confidence", lines=1,
                             info="Does the sentence look like the captions the model translates well? Calibrated on "
                                  "Multi30K (in) and everyday sentences, other languages and noise (out).")
@@ -455,6 +475,7 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                 second_plot = gr.Plot(label="Attention B", show_label=False, elem_id="compare-plot-b")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
                            translation=translation, confidence=confidence, notices=notices, sentence=sentence,
+                           make_link=make_link, link=link,
                            examples=examples,
                            tree=tree, node_step=node_step, node_index=node_index, node_status=node_status,
                            whole=whole, kind=controls.kind, layer=controls.layer, head=controls.head,
@@ -510,6 +531,13 @@ LESSON_SENTENCE = "Transformer is powerful."  # the worked example's sentence, i
 SHOW_TRANSLATE_TAB = """() => { [...document.querySelectorAll('button[role=tab]')]
   .find((tab) => tab.textContent.trim() === 'Translate')?.click(); }"""
 SCROLL_TO_CELL = "() => { document.getElementById('cell-accordion')?.scrollIntoView({block: 'start'}); }"
+# Runs in the page: the link that reopens what the inputs hold (demo.handlers.read_link reads it), shown to copy.
+MAKE_LINK = """(text, direction, beam) => {
+  const url = new URL(window.location.href);
+  url.search = new URLSearchParams({text, direction: NAMES[direction] ?? direction, beam: String(beam)}).toString();
+  url.hash = '';
+  return url.href;
+}"""
 CELL_WAITING = "<p>Click (tap) a cell of the chosen head's heatmap, or type its row and column.</p>"
 CELL_REFUSED = "<p>No cell shown: see the message above.</p>"
 

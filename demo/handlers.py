@@ -147,6 +147,38 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
                            confidence=result.confidence, hypothesis=result.hypotheses[0], beams=result.beams)
 
 
+@dataclass(frozen=True)
+class Link:
+    """What a link to a translation asks for: ``?text=…&direction=en-de&beam=5`` (the direction as the model's
+    name or its label)."""
+
+    text: str
+    direction: str  # the label, "English → German"
+    beam_size: int
+
+
+def read_link(directions: Mapping[str, Translator], query: Mapping[str, str]) -> Link | None:
+    """The translation a page's query string asks for, checked; None when it names no text. Raises DemoInputError
+    for a direction the demo does not have or a beam size that is not a whole number from 1 to the limit."""
+    text = query.get("text")
+    if not text:
+        return None
+    asked = query.get("direction")
+    names = {translator.name: label for label, translator in directions.items()}
+    if asked is None:
+        direction = next(iter(directions))
+    elif asked in directions or asked in names:
+        direction = names.get(asked, asked)
+    else:
+        raise DemoInputError(f"The link asks for the direction {asked!r}; this demo has: "
+                             f"{', '.join(f'{name} ({label})' for name, label in names.items())}.")
+    beam = query.get("beam", "5")
+    if not (beam.isascii() and beam.isdecimal() and 1 <= int(beam) <= LIMITS.max_beams):
+        raise DemoInputError(f"The link asks for the beam size {beam!r}; a whole number from 1 to "
+                             f"{LIMITS.max_beams} is needed.")
+    return Link(text, direction, int(beam))
+
+
 def shown_name(result: DemoTranslation) -> str:
     """What the attention views show, in words: the whole translation or a node's partial hypothesis."""
     if result.node is None:

@@ -1334,3 +1334,55 @@ def test_a_port_a_stopped_demo_just_left_is_free():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         assert port_in_use("127.0.0.1", busy.getsockname()[1])
+
+
+def test_a_link_reopens_the_translation(app_url, directions):
+    """The link made from the inputs (text, direction, beam size in the query string) opens the page on the same
+    translation; a link carrying markup renders none and fetches nothing; a bad beam size in a link is one message."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from playwright.sync_api import expect, sync_playwright
+
+    text = "Zwei Hunde spielen im Schnee.\nEin Mann liest."
+    expected = handlers.translate_paragraph(directions, DE_EN, text, 3).text
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            outside = []
+            page.on("request", lambda request: outside.append(request.url)
+                    if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            page.goto(app_url)
+            page.locator("#source textarea").fill(text)
+            page.locator("#direction input").click()
+            page.get_by_role("option", name=DE_EN).click()
+            beam = page.locator("#beam-size input[type=number]")
+            beam.fill("3")
+            beam.press("Enter")
+            page.locator("#make-link").click()
+            expect(page.locator("#link textarea, #link input").first).to_have_value(re.compile("^http"),
+                                                                                      timeout=30_000)
+            link = page.locator("#link textarea, #link input").first.input_value()
+            query = parse_qs(urlsplit(link).query)
+            assert query == {"text": [text], "direction": ["de-en"], "beam": ["3"]}, query
+
+            other = browser.new_page(viewport={"width": 390, "height": 844})
+            other.on("request", lambda request: outside.append(request.url)
+                     if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            other.goto(link)
+            expect(other.locator("#translation textarea")).to_have_value(expected, timeout=60_000)
+            expect(other.locator("#source textarea")).to_have_value(text)
+            expect(other.locator("#beam-size input[type=number]")).to_have_value("3")
+            expect(other.locator("#direction input")).to_have_value(DE_EN)
+            other.wait_for_selector("#head-plot .xtick", timeout=30_000)
+
+            other.goto(app_url + "?" + urlencode({"text": INJECTION_LINE, "direction": "en-de", "beam": "1"}))
+            expect(other.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x) <img",
+                                                                   timeout=60_000)
+            assert other.locator("#notices :is(h1, h2, a, img)").count() == 0
+            other.goto(app_url + "?" + urlencode({"text": "A dog.", "beam": "99"}))
+            expect(other.locator(".toast-body")).to_contain_text("The link asks for the beam size '99'",
+                                                                 timeout=30_000)
+            assert outside == [], f"the page fetched from outside: {outside}"
+        finally:
+            browser.close()
