@@ -314,10 +314,12 @@ def heads_off_html(view: HeadsOff) -> str:
         rows.append(f"<tr{mark}><th>{step + 1}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     total_before = sum(p for _, p in before)
     total_after = sum(p for _, p in after)
+    words_before = sum(p for token, p in before if token != "</s>")  # which heads matter scores these (no </s>)
     verdict = ("The translation is the same." if view.changed.text == view.original.text
                else "The translation changed (changed tokens are marked).")
     return (f"<div class='cell-view'><p><b>Heads off:</b> {html.escape(heads_name(view.heads_off))}.</p>"
-            f"<p><b>Original:</b> {html.escape(view.original.text)} (log P {total_before:.3f})<br>"
+            f"<p><b>Original:</b> {html.escape(view.original.text)} (log P {total_before:.3f} with &lt;/s&gt;, "
+            f"{words_before:.3f} without it as <b>Which heads matter?</b> scores it)<br>"
             f"<b>Heads off:</b> {html.escape(view.changed.text)} (log P {total_after:.3f})</p><p>{verdict}</p>"
             "<div class='scroll'><table class='matrix'><caption>each token's log-probability, before and after"
             "</caption><thead><tr><th>#</th><th>original</th><th>log p</th><th>heads off</th><th>log p</th>"
@@ -384,7 +386,7 @@ def head_effects_view(effects: HeadEffects) -> tuple[object, str]:
                              for layer, head in np.ndindex(changes.shape)),
                             key=lambda entry: effects.changes[entry[0]][entry[1], entry[2]])
     worst = effects.changes[kind][layer, head]
-    summary = (f"log P of the translation's {len(effects.tokens)} tokens with every head on: "
+    summary = (f"log P of the translation's {len(effects.tokens)} tokens (without `</s>`) with every head on: "
                f"**{effects.log_prob:.3f}**. Switching off **{heads_name([(kind, layer, head)])}** alone costs the "
                f"most: {worst:+.3f}. Measured with {effects.passes} teacher-forced passes in "
                f"{effects.milliseconds:,.0f} ms.")

@@ -939,6 +939,8 @@ def test_which_heads_matter_measures_each_head_alone(directions, children):
     assert [trace.name for trace in figure.data] == ["encoder self", "decoder self", "cross"]
     np.testing.assert_array_equal(np.asarray(figure.data[2].z), effects.changes["cross"])
     assert "49 teacher-forced passes in" in summary and " ms." in summary
+    same = heads.heads_off_html(heads.heads_off_view(directions, children, []))  # one log P for one translation
+    assert f"{effects.log_prob:.3f} without it as <b>Which heads matter?</b> scores it" in same
     with pytest.raises(handlers.DemoInputError, match="Translate a sentence first"):
         heads.head_effects(directions, None)
 
