@@ -40,9 +40,9 @@ INTRO = """# attention-mt: watch every attention head translate
 
 A Transformer written from *Attention Is All You Need*, small enough to run on any CPU (ONNX, no torch). Translate a
 sentence, then look inside: the encoder's self-attention, the decoder's self-attention and the encoder–decoder
-attention of **the translation beam search chose**, for every layer and every head.
-
-**Know the domain:** both models learned from [Multi30K](https://github.com/multi30k/dataset) (29,000 short
+attention of **the translation beam search chose**, for every layer and every head."""
+# Under the input, not above it: on a phone the input and the Translate button stay in the first screen.
+DOMAIN = """**Know the domain:** both models learned from [Multi30K](https://github.com/multi30k/dataset) (29,000 short
 descriptions of everyday photos) and from the everyday example sentences and phrases of the Ding German–English
 dictionary (16,000 sentences). They translate captions well and short, simple everyday sentences only sometimes
 right; they are tiny (2.35 M parameters), so on idioms, news, long or technical text they will make confident
@@ -70,6 +70,7 @@ CSS = """.dark #alignment .alignment { --alignment-rgb: 125, 178, 255; }
 .dark #beam-tree .beam-tree { --beam-rgb: 96, 150, 245; }
 .block:has(> .js-plotly-plot) { overflow-x: auto !important; }
 .js-plotly-plot .modebar-container { display: none; }
+.block input[type=radio]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 #what-if-table table { display: block; width: max-content; max-width: 100%; overflow-x: auto; }
 #what-if-table th, #what-if-table td { padding: 2px 6px; white-space: nowrap; }"""
 
@@ -277,7 +278,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         for control in view_controls:
             control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
         demo.load(open_link, view_controls, [page.source, page.direction, page.beam_size, *translated_outputs],
-                  api_visibility="private").failure(clear_result, None, translated_outputs, api_visibility="private")
+                  api_visibility="private", show_progress="hidden")  # no spinners over a page opened plainly.failure(clear_result, None, translated_outputs, api_visibility="private")
+        demo.load(None, js=RADIO_GROUPS, api_visibility="private")
         model_names = json.dumps({label: translator.name for label, translator in directions.items()})
         page.make_link.click(None, [page.source, page.direction, page.beam_size], [page.link],
                              js=MAKE_LINK.replace("NAMES", model_names), api_visibility="private")
@@ -398,6 +400,7 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                                   info=f"1 is greedy search; a whole number from 1 to {handlers.LIMITS.max_beams}",
                                   elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+    gr.Markdown(DOMAIN, elem_id="domain")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
     with gr.Row(equal_height=True):
         make_link = gr.Button("Link to this text", size="sm", elem_id="make-link", scale=0, min_width=160)
@@ -537,6 +540,16 @@ MAKE_LINK = """(text, direction, beam) => {
   url.search = new URLSearchParams({text, direction: NAMES[direction] ?? direction, beam: String(beam)}).toString();
   url.hash = '';
   return url.href;
+}"""
+# Runs in the page once it loads: Gradio names each radio button of a group differently, so the arrow keys would not
+# move between them and Tab would stop at each; one name per group (its block's id) makes it one radio group.
+RADIO_GROUPS = """() => {
+  const group = () => document.querySelectorAll('.block:has(input[type=radio])').forEach((block) => {
+    const name = block.id || 'radio-group';
+    block.querySelectorAll('input[type=radio]').forEach((input) => { if (input.name !== name) input.name = name; });
+  });
+  new MutationObserver(group).observe(document.body, {childList: true, subtree: true});
+  group();
 }"""
 CELL_WAITING = "<p>Click (tap) a cell of the chosen head's heatmap, or type its row and column.</p>"
 CELL_REFUSED = "<p>No cell shown: see the message above.</p>"

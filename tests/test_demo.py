@@ -1388,3 +1388,37 @@ def test_a_link_reopens_the_translation(app_url, directions):
             assert outside == [], f"the page fetched from outside: {outside}"
         finally:
             browser.close()
+
+
+def test_the_keyboard_path_on_a_phone(app_url, directions):
+    """On a phone the input and the Translate button are in the first screen; each radio group is one group (one
+    name: the arrow keys move the choice, Tab stops once, a focus ring shows); plotly's toolbar is not in the Tab
+    order."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(app_url)
+            page.wait_for_selector("#translate")
+            (button,) = boxes(page, "#translate")
+            assert button[3] <= 844, button  # above the fold
+            source = page.locator("#source textarea")
+            source.fill(SENTENCE)
+            source.press("Enter")
+            page.wait_for_selector("#head-plot .xtick", timeout=60_000)
+            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
+            page.wait_for_selector("#compare-kind input[type=radio]")
+            for group in ("#kind", "#compare-kind"):
+                names = page.eval_on_selector_all(f"{group} input[type=radio]", "inputs => inputs.map(i => i.name)")
+                assert len(names) == 3 and len(set(names)) == 1, (group, names)
+            page.locator("#kind input[type=radio]:checked").focus()
+            page.keyboard.press("ArrowDown")
+            expect(page.locator("#head-plot .gtitle")).to_contain_text("Encoder self-attention", timeout=30_000)
+            assert page.evaluate("document.activeElement.value") == "encoder"
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+            toolbar = page.eval_on_selector_all(".modebar-btn", "buttons => buttons.filter(b => b.offsetParent)")
+            assert toolbar == []  # none rendered, so none can take the focus
+        finally:
+            browser.close()
