@@ -178,9 +178,6 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                 "<p>Nothing translated: see the message above.</p>", gr.skip(), gr.skip(), gr.skip(),
                 gr.update(value=None, visible=False), CELL_WAITING, None, "", None, None, "")
 
-    def pick_node(event: gr.EventData):
-        return event.step + 1, event.index + 1
-
     @shown_on_page
     def show_node(result: handlers.DemoTranslation | None, step: int, index: int):
         if result is None:
@@ -254,7 +251,6 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         with gr.Tab("How attention works"):
             lesson = lesson_tab(first)
 
-        view_inputs = [shown_state, page.kind, page.layer, page.head, page.rollout]
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head, page.rollout]
         view_controls = [page.kind, page.layer, page.head, page.rollout]
         # Everything a translation decides, written by one event (translated_page, or clear_result after an error).
@@ -278,7 +274,8 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         for control in view_controls:
             control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
         demo.load(open_link, view_controls, [page.source, page.direction, page.beam_size, *translated_outputs],
-                  api_visibility="private", show_progress="hidden")  # no spinners over a page opened plainly.failure(clear_result, None, translated_outputs, api_visibility="private")
+                  api_visibility="private", show_progress="hidden",  # no spinners over a page opened plainly
+                  ).failure(clear_result, None, translated_outputs, api_visibility="private")
         demo.load(None, js=RADIO_GROUPS, api_visibility="private")
         model_names = json.dumps({label: translator.name for label, translator in directions.items()})
         page.make_link.click(None, [page.source, page.direction, page.beam_size], [page.link],

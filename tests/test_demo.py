@@ -1145,6 +1145,7 @@ def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, h
             expect(page.locator("#head-plot .xtick")).to_have_count(len(result.attention.source_tokens))
             head = figure_in_its_box(page, "#head-plot", width)
             assert head["moved"] > 0  # 129 columns never fit
+            page.locator("#head-plot").screenshot(path=str(tmp_path / f"demo-{width}-long.png"))
             assert_apart(boxes(page, "#head-plot .ytick text"), "heatmap rows")
             figure_in_its_box(page, "#heads-plot", width)
 
@@ -1173,6 +1174,7 @@ def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, h
                 assert page.locator(f"{rendered_here} :is(h1, h2, a, img)").count() == 0, rendered_here
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             assert outside == [], f"the page fetched from outside: {outside}"
+            keep_screenshots(tmp_path, *[f"demo-{width}-long.png"] * (width == 390))
         finally:
             browser.close()
 
