@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import json
 import os
 import socket
 import tempfile
@@ -39,9 +40,9 @@ INTRO = """# attention-mt: watch every attention head translate
 
 A Transformer written from *Attention Is All You Need*, small enough to run on any CPU (ONNX, no torch). Translate a
 sentence, then look inside: the encoder's self-attention, the decoder's self-attention and the encoder–decoder
-attention of **the translation beam search chose**, for every layer and every head.
-
-**Know the domain:** both models learned from [Multi30K](https://github.com/multi30k/dataset) (29,000 short
+attention of **the translation beam search chose**, for every layer and every head."""
+# Under the input, not above it: on a phone the input and the Translate button stay in the first screen.
+DOMAIN = """**Know the domain:** both models learned from [Multi30K](https://github.com/multi30k/dataset) (29,000 short
 descriptions of everyday photos) and from the everyday example sentences and phrases of the Ding German–English
 dictionary (16,000 sentences). They translate captions well and short, simple everyday sentences only sometimes
 right; they are tiny (2.35 M parameters), so on idioms, news, long or technical text they will make confident
@@ -61,10 +62,15 @@ table.matrix th, table.matrix td { border: 1px solid rgba(128, 128, 128, 0.35); 
 THEME = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
 # Page-wide CSS (launch(css=...)): a component's css_template is scoped to it (an id selector) and cannot see the
 # dark-mode class on the page, so the dark shade is set here, with an id of its own to outrank the scoped rule.
-# A heatmap of many tokens (and the what-if's table) scrolls sideways in its box, labels apart.
+# A figure wider than its box (a heatmap of many tokens) scrolls sideways in the box, labels and all: Gradio sets
+# overflow: hidden inline on every plot's block, which only !important outranks. Plotly's toolbar (shown on hover,
+# at the far right of a wide figure) is left out: its 16 buttons would sit unseen in the Tab order. The what-if's
+# table scrolls in its box too.
 CSS = """.dark #alignment .alignment { --alignment-rgb: 125, 178, 255; }
 .dark #beam-tree .beam-tree { --beam-rgb: 96, 150, 245; }
-#head-plot, #what-if-plot, #compare-plot-a, #compare-plot-b { overflow-x: auto; }
+.block:has(> .js-plotly-plot) { overflow-x: auto !important; }
+.js-plotly-plot .modebar-container { display: none; }
+.block input[type=radio]:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 #what-if-table table { display: block; width: max-content; max-width: 100%; overflow-x: auto; }
 #what-if-table th, #what-if-table td { padding: 2px 6px; white-space: nowrap; }"""
 
@@ -103,8 +109,10 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
 
     @shown_on_page
     def translate(text: str, direction: str, beam_size: int):
-        result = handlers.translate_text(directions, direction, text, beam_size)
-        return result.text, handlers.confidence_text(result), handlers.notices_markdown(result), result
+        paragraph = handlers.translate_paragraph(directions, direction, text, beam_size)
+        first = paragraph.sentences[0]
+        return (paragraph.text, handlers.confidence_text(paragraph), handlers.notices_markdown(paragraph), paragraph,
+                first, first)
 
     @shown_on_page
     def candidates(result: handlers.DemoTranslation | None, position: int):
@@ -113,36 +121,62 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         choices = inside.candidate_choices(directions, result, position)
         return gr.update(choices=choices, value=inside.first_alternative(result, position, choices))
 
-    def show_translation(result: handlers.DemoTranslation | None):
-        """After a translation: the views show it whole, its search is drawn, the what-if starts at position 1 and
-        forgets the one before."""
-        if result is None:
-            return (gr.skip(),) * 9
-        positions = inside.position_choices(result)
-        return (result, "", inside.beam_tree_view(directions, result),
-                gr.update(choices=positions, value=1 if positions else None),
-                candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None)
-
     @shown_on_page
     def views(shown: handlers.DemoTranslation | None, kind: str, layer: str, head: str, rollout: bool):
+        """The attention views of what is shown (the translation or a node of its search) and their controls."""
         if shown is None:
             return (gr.skip(),) * 6
         controls = control_updates(shown, kind, layer, rollout)
         drawn = handlers.attention_views(shown, kind, int(controls[0]["value"]), head, rollout and kind == "encoder")
         return (drawn.head_figure, drawn.heads_figure, drawn.alignment_html, *controls)
 
+    def sentence_views(result: handlers.DemoTranslation, kind: str, layer: str, head: str, rollout: bool):
+        """Every view of one sentence's translation (:data:`translated_outputs` after the sentence menu): the views
+        show it whole, its search is drawn, the what-if starts at position 1, heads off and which heads matter
+        forget the sentence before, the cell view waits for the new heatmap."""
+        positions = inside.position_choices(result)
+        return (result, result, "", inside.beam_tree_view(directions, result),
+                gr.update(choices=positions, value=1 if positions else None),
+                candidates(result, 1) if positions else gr.update(choices=[], value=None), None, "", "", None,
+                *views(result, kind, layer, head, rollout),
+                gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True),
+                CELL_WAITING, None, "", None, None, "")
+
+    def translated_page(text: str, direction: str, beam_size: int, kind: str, layer: str, head: str, rollout: bool):
+        """A text translated sentence by sentence and every view of its first sentence, in one event, so that a
+        refused or failed request can never leave one view of the new translation beside views of the old one."""
+        paragraph = handlers.translate_paragraph(directions, direction, text, beam_size)
+        return (paragraph.text, handlers.confidence_text(paragraph), handlers.notices_markdown(paragraph), paragraph,
+                sentence_menu(paragraph), *sentence_views(paragraph.sentences[0], kind, layer, head, rollout))
+
+    @shown_on_page
+    def show_sentence(paragraph: handlers.DemoParagraph | None, number, kind: str, layer: str, head: str,
+                      rollout: bool):
+        """Another sentence of the translated text: every view of it, in one event."""
+        if paragraph is None:
+            return (gr.skip(),) * len(translated_outputs)
+        index = inside.whole_number(number, "sentence")
+        if not 1 <= index <= len(paragraph.sentences):
+            raise handlers.DemoInputError(f"Sentence {index} does not exist; the text has {len(paragraph.sentences)}.")
+        return ((gr.skip(),) * 5 + sentence_views(paragraph.sentences[index - 1], kind, layer, head, rollout))
+
+    @shown_on_page
+    def open_link(kind: str, layer: str, head: str, rollout: bool, request: gr.Request):
+        """A page opened by a link to a translation (?text=…&direction=…&beam=…): its inputs filled in and translated
+        as Translate would; a page without one is left as it is."""
+        link = handlers.read_link(directions, dict(request.query_params))
+        if link is None:
+            return (gr.skip(),) * (3 + len(translated_outputs))
+        return (link.text, link.direction, link.beam_size,
+                *translated_page(link.text, link.direction, link.beam_size, kind, layer, head, rollout))
+
     def clear_result():
-        return ("", "", "", None, None, None, None, "<p>Nothing translated: see the message above.</p>",
-                gr.update(value=None, visible=False), "", "<p>Nothing translated.</p>",
-                gr.update(choices=[], value=None), gr.update(choices=[], value=None), None, "", "", None)
-
-    def export(result: handlers.DemoTranslation | None):
-        if result is None:
-            return gr.skip()
-        return gr.update(value=str(handlers.write_attention_json(result, export_dir)), visible=True)
-
-    def pick_node(event: gr.EventData):
-        return event.step + 1, event.index + 1
+        """Every view that depends on the translation, emptied: nothing on the page belongs to another input."""
+        return ("", "", "", None, gr.update(choices=[], value=None, visible=False), None, None, "",
+                "<p>Nothing translated.</p>", gr.update(choices=[], value=None),
+                gr.update(choices=[], value=None), None, "", "", None, None, None,
+                "<p>Nothing translated: see the message above.</p>", gr.skip(), gr.skip(), gr.skip(),
+                gr.update(value=None, visible=False), CELL_WAITING, None, "", None, None, "")
 
     @shown_on_page
     def show_node(result: handlers.DemoTranslation | None, step: int, index: int):
@@ -151,8 +185,20 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
         shown = inside.partial_hypothesis(directions, result, step, index)
         return shown, inside.node_summary(shown, step, index)
 
+    @shown_on_page
+    def shown_node_page(result: handlers.DemoTranslation | None, event: gr.EventData, kind: str, layer: str,
+                        head: str, rollout: bool):
+        """A node clicked in the tree: its partial hypothesis, the line that says so and every view of it, in one
+        event."""
+        step, index = event.step + 1, event.index + 1
+        shown, summary = show_node(result, step, index)
+        return (step, index, shown, summary, *views(shown, kind, layer, head, rollout))
+
     def show_whole(result: handlers.DemoTranslation | None):
         return result, ""
+
+    def shown_whole_page(result: handlers.DemoTranslation | None, kind: str, layer: str, head: str, rollout: bool):
+        return (result, "", *views(result, kind, layer, head, rollout))
 
     @shown_on_page
     def what_if(result: handlers.DemoTranslation | None, position: int, candidate: str, typed: str, layer: str,
@@ -193,49 +239,71 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
     with gr.Blocks(title="attention-mt: watch every attention head translate", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
-        result_state = gr.State(None)  # the translation
+        paragraph_state = gr.State(None)  # the text translated sentence by sentence (handlers.DemoParagraph)
+        result_state = gr.State(None)  # the translation of the sentence the views are of
         shown_state = gr.State(None)  # what the attention views show: the translation, or a node of its search
         what_if_state = gr.State(None)  # the what-if's new translation
         compare_state = gr.State(None)  # the two compared translations
+        head_trace = gr.State(None)  # one head's trace of what is shown (heads.HeadTrace): what any cell of it needs
         with gr.Tab("Translate"):  # short tab names: both stay visible on a phone, not behind a "…" menu
             page = translate_tab(directions, default_direction, examples, first)
             look_inside = inside_sections(first)  # issue #26: open a cell, heads off
         with gr.Tab("How attention works"):
             lesson = lesson_tab(first)
 
-        view_inputs = [shown_state, page.kind, page.layer, page.head, page.rollout]
         view_outputs = [page.head_plot, page.heads_plot, page.alignment, page.layer, page.head, page.rollout]
-        cleared = [page.translation, page.confidence, page.notices, result_state, shown_state, page.head_plot,
-                   page.heads_plot, page.alignment, page.download, page.node_status, page.tree, page.position,
-                   page.candidate, page.what_if_plot, page.what_if_translation, page.what_if_table, what_if_state]
+        view_controls = [page.kind, page.layer, page.head, page.rollout]
+        # Everything a translation decides, written by one event (translated_page, or clear_result after an error).
+        translated_outputs = [page.translation, page.confidence, page.notices, paragraph_state, page.sentence,
+                              result_state, shown_state,
+                              page.node_status, page.tree, page.position, page.candidate, what_if_state,
+                              page.what_if_translation, page.what_if_table, page.what_if_plot, *view_outputs,
+                              page.download, look_inside.cell, head_trace, look_inside.comparison,
+                              look_inside.heads_off_plot, look_inside.matter_plot, look_inside.matter_summary]
 
-        def translated(trigger, **api):
-            """Translate on trigger, then draw the tree, the views and the download; the last event of that chain."""
-            event = trigger(translate, [page.source, page.direction, page.beam_size],
-                            [page.translation, page.confidence, page.notices, result_state], **api)
-            event.failure(clear_result, None, cleared, api_visibility="private")  # no stale result under an error
-            return (event.success(show_translation, [result_state],
-                                  [shown_state, page.node_status, page.tree, page.position, page.candidate,
-                                   what_if_state, page.what_if_translation, page.what_if_table, page.what_if_plot],
-                                  api_visibility="private")
-                    .success(views, view_inputs, view_outputs, api_visibility="private")
-                    .success(export, [result_state], [page.download], api_visibility="private"))
+        def translated(trigger, **listen):
+            """Translate on trigger and redraw every view of it in the same event; the event, to chain on."""
+            event = trigger(shown_on_page(translated_page), [page.source, page.direction, page.beam_size,
+                                                             *view_controls],
+                            translated_outputs, api_visibility="private", **listen)
+            event.failure(clear_result, None, translated_outputs, api_visibility="private")  # nothing stale
+            return event
 
-        for trigger, api in ((page.translate_button.click, dict(api_name="translate")),
-                             (page.source.submit, dict(api_visibility="private")),
-                             (page.examples.load_input_event.then, dict(api_visibility="private"))):
-            translated(trigger, **api)
-        for control in (page.kind, page.layer, page.head, page.rollout):
-            control.input(views, view_inputs, view_outputs, api_visibility="private")
+        for trigger in (page.translate_button.click, page.source.submit, page.examples.load_input_event.then):
+            translated(trigger)
+        for control in view_controls:
+            control.input(views, [shown_state, *view_controls], view_outputs, api_visibility="private")
+        demo.load(open_link, view_controls, [page.source, page.direction, page.beam_size, *translated_outputs],
+                  api_visibility="private", show_progress="hidden",  # no spinners over a page opened plainly
+                  ).failure(clear_result, None, translated_outputs, api_visibility="private")
+        demo.load(None, js=RADIO_GROUPS, api_visibility="private")
+        model_names = json.dumps({label: translator.name for label, translator in directions.items()})
+        page.make_link.click(None, [page.source, page.direction, page.beam_size], [page.link],
+                             js=MAKE_LINK.replace("NAMES", model_names), api_visibility="private")
+        page.sentence.input(show_sentence, [paragraph_state, page.sentence, *view_controls], translated_outputs,
+                            api_visibility="private")
 
-        # The beam tree: a node clicked in the page (or a step and candidate through the API) shows its attention.
-        page.tree.select(pick_node, None, [page.node_step, page.node_index], api_visibility="private").then(
-            show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
-            api_name="beam_node").success(views, view_inputs, view_outputs, api_visibility="private")
+        # The beam tree: a node clicked in the page shows its attention (its line and every view, one event).
+        page.tree.select(shown_node_page, [result_state, *view_controls],
+                         [page.node_step, page.node_index, shown_state, page.node_status, *view_outputs],
+                         api_visibility="private")
         page.whole.click(None, None, None, js=UNSELECT_NODE, api_visibility="private")
-        page.whole.click(show_whole, [result_state], [shown_state, page.node_status],
-                         api_name="whole_translation").success(views, view_inputs, view_outputs,
-                                                               api_visibility="private")
+        page.whole.click(shown_whole_page, [result_state, *view_controls],
+                         [shown_state, page.node_status, *view_outputs], api_visibility="private")
+
+        # The same through the API (the page's own events above draw the figures as well): hidden triggers.
+        with gr.Group(visible=False):
+            api_translate = gr.Button("translate", elem_id="api-translate")
+            api_node = gr.Button("beam node", elem_id="api-beam-node")
+            api_whole = gr.Button("whole translation", elem_id="api-whole")
+        api_translate.click(translate, [page.source, page.direction, page.beam_size],
+                            [page.translation, page.confidence, page.notices, paragraph_state, result_state,
+                             shown_state], api_name="translate"
+                            ).failure(lambda: (None, None, None), None, [paragraph_state, result_state, shown_state],
+                                      api_visibility="private")
+        api_node.click(show_node, [result_state, page.node_step, page.node_index], [shown_state, page.node_status],
+                       api_name="beam_node")
+        api_whole.click(show_whole, [result_state], [shown_state, page.node_status], api_name="whole_translation")
 
         page.position.input(candidates, [result_state, page.position], [page.candidate], api_visibility="private")
         what_if_outputs = [page.what_if_translation, page.what_if_table, page.what_if_plot, what_if_state]
@@ -270,8 +338,16 @@ def build_demo(directions: Mapping[str, Translator], *, export_dir: str | Path |
                                 trigger_mode="always_last")
         lesson.pe_d_model.change(positional_encoding, pe_inputs, [lesson.pe_plot], api_visibility="private",
                                  trigger_mode="always_last")
-        wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, translated)
+        wire_inside(demo, directions, default_direction, page, lesson, look_inside, result_state, shown_state,
+                    head_trace, translated)
     return demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
+
+
+def sentence_menu(paragraph: handlers.DemoParagraph) -> dict:
+    """The menu of a text's sentences, the first chosen; shown only when there are several."""
+    choices = [(f"{number} · {sentence.source if len(sentence.source) <= 70 else sentence.source[:69] + '…'}",
+                number) for number, sentence in enumerate(paragraph.sentences, start=1)]
+    return gr.update(choices=choices, value=1, visible=len(choices) > 1)
 
 
 def control_updates(result: handlers.DemoTranslation, kind: str, layer: str, rollout: bool) -> tuple[dict, ...]:
@@ -318,14 +394,21 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
             direction = gr.Dropdown(list(directions), value=default_direction, label="Direction",
                                     elem_id="direction")
             beam_size = gr.Slider(1, handlers.LIMITS.max_beams, value=5, step=1, label="Beam size",
-                                  info=f"1 is greedy search; whole numbers 1–{handlers.LIMITS.max_beams} (a typed "
-                                       "value outside is clamped)", elem_id="beam-size")
+                                  info=f"1 is greedy search; a whole number from 1 to {handlers.LIMITS.max_beams}",
+                                  elem_id="beam-size")
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+    gr.Markdown(DOMAIN, elem_id="domain")
     translation = gr.Textbox(label="Translation", interactive=False, elem_id="translation", buttons=["copy"])
+    with gr.Row(equal_height=True):
+        make_link = gr.Button("Link to this text", size="sm", elem_id="make-link", scale=0, min_width=160)
+        link = gr.Textbox(show_label=False, interactive=False, elem_id="link", buttons=["copy"], scale=3,
+                          placeholder="a link that opens this page on the text, direction and beam size above")
     confidence = gr.Textbox(label="Confidence", interactive=False, elem_id="confidence", lines=1,
                             info="Does the sentence look like the captions the model translates well? Calibrated on "
                                  "Multi30K (in) and everyday sentences, other languages and noise (out).")
     notices = gr.Markdown(label="Notices", elem_id="notices")
+    sentence = gr.Dropdown([], label="Sentence whose attention is shown below", elem_id="sentence", visible=False,
+                           info="The text was translated one sentence at a time.")
     examples = gr.Examples(examples, inputs=[direction, source], cache_examples=False,
                            label="Examples (captions and everyday sentences): click one to translate it")
 
@@ -391,7 +474,9 @@ def translate_tab(directions: Mapping[str, Translator], default_direction: str, 
                                                 elem_id="compare-translation-b")
                 second_plot = gr.Plot(label="Attention B", show_label=False, elem_id="compare-plot-b")
     return SimpleNamespace(source=source, direction=direction, beam_size=beam_size, translate_button=translate_button,
-                           translation=translation, confidence=confidence, notices=notices, examples=examples,
+                           translation=translation, confidence=confidence, notices=notices, sentence=sentence,
+                           make_link=make_link, link=link,
+                           examples=examples,
                            tree=tree, node_step=node_step, node_index=node_index, node_status=node_status,
                            whole=whole, kind=controls.kind, layer=controls.layer, head=controls.head,
                            rollout=controls.rollout, alignment=alignment, head_plot=head_plot, heads_plot=heads_plot,
@@ -420,9 +505,9 @@ def lesson_tab(first) -> SimpleNamespace:
                 f"to its embeddings; the shipped models use d_model = {first.d_model}).")
     with gr.Row():
         pe_length = gr.Slider(1, 512, value=64, step=1, label="Positions", elem_id="pe-length",
-                              info="1–512; a typed value outside is clamped")
+                              info="a whole number from 1 to 512")
         pe_d_model = gr.Slider(2, 512, value=first.d_model, step=2, label="d_model", elem_id="pe-d-model",
-                               info="an even number, 2–512; a typed value outside is clamped")
+                               info="an even number from 2 to 512")
     pe_plot = gr.Plot(handlers.positional_encoding_view(64, first.d_model), label="Positional encoding",
                       show_label=False, elem_id="pe-plot")
     return SimpleNamespace(seed=seed, html=html, plot=plot, pe_length=pe_length, pe_d_model=pe_d_model,
@@ -446,6 +531,25 @@ LESSON_SENTENCE = "Transformer is powerful."  # the worked example's sentence, i
 SHOW_TRANSLATE_TAB = """() => { [...document.querySelectorAll('button[role=tab]')]
   .find((tab) => tab.textContent.trim() === 'Translate')?.click(); }"""
 SCROLL_TO_CELL = "() => { document.getElementById('cell-accordion')?.scrollIntoView({block: 'start'}); }"
+# Runs in the page: the link that reopens what the inputs hold (demo.handlers.read_link reads it), shown to copy.
+MAKE_LINK = """(text, direction, beam) => {
+  const url = new URL(window.location.href);
+  url.search = new URLSearchParams({text, direction: NAMES[direction] ?? direction, beam: String(beam)}).toString();
+  url.hash = '';
+  return url.href;
+}"""
+# Runs in the page once it loads: Gradio names each radio button of a group differently, so the arrow keys would not
+# move between them and Tab would stop at each; one name per group (its block's id) makes it one radio group.
+RADIO_GROUPS = """() => {
+  const group = () => document.querySelectorAll('.block:has(input[type=radio])').forEach((block) => {
+    const name = block.id || 'radio-group';
+    block.querySelectorAll('input[type=radio]').forEach((input) => { if (input.name !== name) input.name = name; });
+  });
+  new MutationObserver(group).observe(document.body, {childList: true, subtree: true});
+  group();
+}"""
+CELL_WAITING = "<p>Click (tap) a cell of the chosen head's heatmap, or type its row and column.</p>"
+CELL_REFUSED = "<p>No cell shown: see the message above.</p>"
 
 
 def inside_sections(config) -> SimpleNamespace:
@@ -481,17 +585,17 @@ def inside_sections(config) -> SimpleNamespace:
 
 def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_direction: str,
                 page: SimpleNamespace, lesson: SimpleNamespace, look: SimpleNamespace, result_state: gr.State,
-                translated) -> None:
-    """The look-inside events: a cell follows its inputs, a click on the heatmap and, while its accordion is open,
-    the heatmap; heads off; which heads matter; the lesson's link to the same steps in the real model."""
-    head_trace = gr.State(None)  # one head's trace per session (heads.HeadTrace): what any cell of it needs
+                shown_state: gr.State, head_trace: gr.State, translated) -> None:
+    """The look-inside events: a cell (of what the heatmap shows: the translation or a node of its search) follows
+    its inputs, a click on the heatmap and, while its accordion is open, the heatmap; heads off; which heads matter;
+    the lesson's link to the same steps in the real model."""
     cell_open = gr.State(False)
-    cell_inputs = [result_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
+    cell_inputs = [shown_state, page.kind, page.layer, page.head, look.query, look.key, look.all_dimensions,
                    head_trace]
 
-    def cell(result, kind, layer, head, query, key, all_dimensions, cached):
-        opened, cached = heads.open_cell(directions, result, kind, layer, head, query, key, cached)
-        return heads.cell_html(opened, all_dimensions), cached
+    def cell(shown, kind, layer, head, query, key, all_dimensions, cached):
+        opened, cached = heads.open_cell(directions, shown, kind, layer, head, query, key, cached)
+        return heads.cell_html(opened, all_dimensions, handlers.shown_name(shown)), cached
 
     def follow_heatmap(is_open: bool, *args):
         """The cell of the heatmap now shown; a problem (the mean, a row it lacks) is said in place, not raised."""
@@ -504,7 +608,8 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
 
     for number, api in ((look.query, dict(api_name="open_cell")), (look.key, dict(api_visibility="private")),
                         (look.all_dimensions, dict(api_visibility="private"))):
-        number.input(shown_on_page(cell), cell_inputs, [look.cell, head_trace], trigger_mode="always_last", **api)
+        number.input(shown_on_page(cell), cell_inputs, [look.cell, head_trace], trigger_mode="always_last", **api
+                     ).failure(lambda: CELL_REFUSED, None, look.cell, api_visibility="private")  # no stale cell
     (look.cell_accordion.expand(lambda: True, None, cell_open, api_visibility="private")
      .then(follow_heatmap, [cell_open, *cell_inputs], [look.cell, head_trace], api_visibility="private"))
     look.cell_accordion.collapse(lambda: False, None, cell_open, api_visibility="private")
@@ -524,10 +629,13 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
         return heads.head_effects_view(effects)
 
     look.run.click(switch_heads, [result_state, *look.switches, page.kind, page.layer, page.head],
-                   [look.comparison, look.heads_off_plot], api_name="heads_off")
+                   [look.comparison, look.heads_off_plot], api_name="heads_off"
+                   ).failure(lambda: ("", None), None, [look.comparison, look.heads_off_plot], api_visibility="private")
     look.all_on.click(lambda: ([],) * len(look.switches), None, look.switches, api_visibility="private")
     look.matter.click(which_heads_matter, [result_state], [look.matter_plot, look.matter_summary],
-                      api_name="which_heads_matter")
+                      api_name="which_heads_matter"
+                      ).failure(lambda: (None, ""), None, [look.matter_plot, look.matter_summary],
+                                api_visibility="private")
 
     def lesson_steps():
         """The worked example's sentence in the real model: encoder self-attention, layer 1, head 1, cell (1, 1)."""
@@ -536,7 +644,7 @@ def wire_inside(demo: gr.Blocks, directions: Mapping[str, Translator], default_d
     prepared = lesson.real_model.click(
         lesson_steps, None, [page.source, page.direction, page.kind, page.layer, page.head, look.query, look.key,
                              look.cell_accordion, cell_open], js=SHOW_TRANSLATE_TAB, api_visibility="private")
-    translated(prepared.then, api_visibility="private").then(None, js=SCROLL_TO_CELL, api_visibility="private")
+    translated(prepared.then).then(None, js=SCROLL_TO_CELL, api_visibility="private")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -555,8 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether another program already listens on host:port (checked before the models are loaded)."""
+    """Whether another program already listens on host:port (checked before the models are loaded). The probe
+    binds as uvicorn does, with SO_REUSEADDR, so a port left in TIME_WAIT by a demo just stopped is free; on Windows
+    that option would let the probe share a port that is in use, so it is left off there."""
     with socket.socket() as probe:
+        if os.name != "nt":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -16,6 +16,8 @@ FONT = dict(family="system-ui, sans-serif", size=12, color="#8a8f98")
 TRANSPARENT = dict(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
 GRID = "rgba(138, 143, 152, 0.25)"
 WIDE_AFTER = 20  # key tokens a narrow screen can label side by side; more get a figure wide enough to scroll
+TALL_AFTER = 40  # query tokens drawn 22 px apart; more are drawn 16 px apart and the figure grows (the page scrolls)
+COLORBAR_PIXELS = 150  # a heatmap's colour bar, above the left end of its cells: in view before any scrolling
 WORD_START = "▁"  # the tokenizer's mark for a token that starts a word (a space before it)
 
 
@@ -68,20 +70,21 @@ def difference_heatmap(difference: np.ndarray, query_labels: Sequence[str], key_
 
 def heatmap(z: np.ndarray, query_labels: list[str], key_labels: list[str], *, title: str, zmin: float, zmax: float,
             colorscale: str, value_name: str, query_title: str, key_title: str) -> go.Figure:
-    """The demo's heatmap of a [queries, keys] matrix: the colour bar above it (so that the matrix keeps the width
-    of a phone), every label shown, a fixed width that scrolls in its box beyond :data:`WIDE_AFTER` keys."""
+    """The demo's heatmap of a [queries, keys] matrix: the colour bar above its left end (so that the matrix keeps
+    the width of a phone, and the scale is in view before the figure is scrolled), every label shown, a fixed width
+    that scrolls in its box beyond :data:`WIDE_AFTER` keys, and rows that stay readable however many there are."""
     figure = go.Figure(go.Heatmap(
         z=z, x=key_labels, y=query_labels, zmin=zmin, zmax=zmax, colorscale=colorscale,
-        colorbar=dict(title=dict(text=value_name, side="top"), orientation="h", thickness=10, len=0.6, x=0.5,
-                      y=1.0, yanchor="bottom"),
+        colorbar=dict(title=dict(text=value_name, side="top"), orientation="h", thickness=10, lenmode="pixels",
+                      len=COLORBAR_PIXELS, x=0, xanchor="left", y=1.0, yanchor="bottom"),
         hovertemplate=hover_template(query_title, key_title, value_name),
     ))
-    side = 22 * max(len(query_labels), 6)
-    style(figure, title=title, height=min(max(side + 230, 410), 1430), top=110)
+    row = 22 if len(query_labels) <= TALL_AFTER else 16  # 16 px: the least that keeps every row's label apart
+    style(figure, title=title, height=max(row * len(query_labels) + 230, 410), top=110)
     if len(key_labels) > WIDE_AFTER:  # too many labels for a phone: a fixed width, scrolled inside its box
         figure.update_layout(width=16 * len(key_labels) + 230, autosize=False)
     figure.update_xaxes(title=key_title, type="category", tickangle=-90, dtick=1, tickfont=dict(size=11))  # all
-    figure.update_yaxes(title=query_title, type="category", autorange="reversed", dtick=1)
+    figure.update_yaxes(title=query_title, type="category", autorange="reversed", dtick=1, tickfont=dict(size=11))
     return figure
 
 

@@ -25,6 +25,7 @@ from core.confidence import IN_DOMAIN, Confidence
 from core.search import Attention, BeamRecord, Hypothesis
 from serve import Translator
 from serve.policy import InputLimits, fit_text, max_source_tokens
+from serve.sentences import split_sentences
 
 from . import figures, lesson
 
@@ -59,6 +60,7 @@ class DemoTranslation:
     confidence: Confidence | None = None  # how much the source looks like the training data (None: uncalibrated)
     hypothesis: Hypothesis | None = None  # the chosen (or a partial) hypothesis: ids, each token's log-prob, finished
     beams: BeamRecord | None = None  # every step of the beam search
+    node: tuple[int, int] | None = None  # (step, candidate), 1-based, when this is a node's partial hypothesis
 
     @property
     def is_empty(self) -> bool:
@@ -145,8 +147,95 @@ def translate_text(directions: Mapping[str, Translator], direction: str, text: s
                            confidence=result.confidence, hypothesis=result.hypotheses[0], beams=result.beams)
 
 
-def confidence_text(result: DemoTranslation) -> str:
-    """The confidence as one plain line for the page and the API ("" when the model is not calibrated)."""
+@dataclass(frozen=True)
+class Link:
+    """What a link to a translation asks for: ``?text=…&direction=en-de&beam=5`` (the direction as the model's
+    name or its label)."""
+
+    text: str
+    direction: str  # the label, "English → German"
+    beam_size: int
+
+
+def read_link(directions: Mapping[str, Translator], query: Mapping[str, str]) -> Link | None:
+    """The translation a page's query string asks for, checked; None when it names no text. Raises DemoInputError
+    for a direction the demo does not have or a beam size that is not a whole number from 1 to the limit."""
+    text = query.get("text")
+    if not text:
+        return None
+    asked = query.get("direction")
+    names = {translator.name: label for label, translator in directions.items()}
+    if asked is None:
+        direction = next(iter(directions))
+    elif asked in directions or asked in names:
+        direction = names.get(asked, asked)
+    else:
+        raise DemoInputError(f"The link asks for the direction {asked!r}; this demo has: "
+                             f"{', '.join(f'{name} ({label})' for name, label in names.items())}.")
+    beam = query.get("beam", "5")
+    if not (beam.isascii() and beam.isdecimal() and 1 <= int(beam) <= LIMITS.max_beams):
+        raise DemoInputError(f"The link asks for the beam size {beam!r}; a whole number from 1 to "
+                             f"{LIMITS.max_beams} is needed.")
+    return Link(text, direction, int(beam))
+
+
+def shown_name(result: DemoTranslation) -> str:
+    """What the attention views show, in words: the whole translation or a node's partial hypothesis."""
+    if result.node is None:
+        return "the whole translation"
+    step, index = result.node
+    return f"step {step}, candidate {index} of the beam search (its partial hypothesis)"
+
+
+@dataclass(frozen=True)
+class DemoParagraph:
+    """A text translated sentence by sentence (:func:`translate_paragraph`): each sentence's translation with its
+    attention, and what to tell the user about the whole."""
+
+    sentences: tuple[DemoTranslation, ...]
+    notices: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The whole translation: the sentences' translations joined with a space."""
+        return " ".join(sentence.text for sentence in self.sentences if sentence.text)
+
+
+def translate_paragraph(directions: Mapping[str, Translator], direction: str, text: str,
+                        beam_size: int = 5) -> DemoParagraph:
+    """Translate a text sentence by sentence: the text is cut to the demo's characters, split into sentences by the
+    project's one rule (:func:`serve.sentences.split_sentences`, in the model's source language), and each sentence
+    translated as :func:`translate_text` does (cut to the demo's tokens, with a notice). Raises DemoInputError as
+    translate_text does."""
+    if not isinstance(text, str):
+        raise DemoInputError("The input must be text.")
+    translator = directions.get(direction)
+    notices = []
+    if len(text) > LIMITS.max_chars:
+        notices.append(f"The input has {len(text):,} characters; the demo reads the first {LIMITS.max_chars:,}.")
+        text = text[: LIMITS.max_chars]
+    sentences = (split_sentences(text, translator.source_lang) if translator is not None else []) or [text]
+    translations = tuple(translate_text(directions, direction, sentence, beam_size) for sentence in sentences)
+    if len(translations) > 1:
+        notices.append(f"The text was translated as {len(translations)} sentences, one at a time (the models learned "
+                       "from single sentences); choose the sentence whose attention is shown below.")
+    for number, sentence in enumerate(translations, start=1):
+        notices.extend(notice if len(translations) == 1 else f"Sentence {number}: {notice}"
+                       for notice in sentence.notices)
+    return DemoParagraph(translations, tuple(notices))
+
+
+def confidence_text(result: DemoTranslation | DemoParagraph) -> str:
+    """The confidence as one plain line for the page and the API ("" when the model is not calibrated); for a
+    paragraph, the least confident sentence's."""
+    if isinstance(result, DemoParagraph):
+        scored = [(sentence.confidence.score, number) for number, sentence in enumerate(result.sentences, 1)
+                  if sentence.confidence is not None]
+        if not scored:
+            return ""
+        score, number = min(scored)
+        line = confidence_text(result.sentences[number - 1])
+        return line if len(scored) == 1 else f"{line[:-1]}: sentence {number}, the lowest of {len(scored)})"
     confidence = result.confidence
     if confidence is None:
         return ""
@@ -155,12 +244,16 @@ def confidence_text(result: DemoTranslation) -> str:
 
 
 def code_span(text: str) -> str:
-    """text as a Markdown code span: shown literally on the page (no markup, no HTML), plain text in the API."""
+    """text as a Markdown code span: shown literally on the page (no markup, no HTML), plain text in the API.
+
+    A code span ends at a blank line (a paragraph break), which would let the rest of the text render as Markdown
+    and HTML, so every line ending becomes a space first: the span holds the whole text, whatever it is."""
+    text = re.sub(r"\r\n|\r|\n", " ", text)
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     return f"{fence} {text} {fence}"
 
 
-def notices_markdown(result: DemoTranslation) -> str:
+def notices_markdown(result: DemoTranslation | DemoParagraph) -> str:
     """The notices as a Markdown list ("" when there is nothing to say); anything the user typed is a code span."""
     return "\n".join(f"- ⚠ {notice}" for notice in result.notices)
 

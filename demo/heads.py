@@ -191,8 +191,9 @@ def open_cell(directions: Mapping[str, Translator], result: handlers.DemoTransla
     return cell, cached
 
 
-def cell_html(cell: Cell, all_dimensions: bool = False) -> str:
-    """The cell's computation step by step as labelled tables (the first 8 dimensions unless all_dimensions)."""
+def cell_html(cell: Cell, all_dimensions: bool = False, shown: str = "the whole translation") -> str:
+    """The cell's computation step by step as labelled tables (the first 8 dimensions unless all_dimensions), for
+    the heatmap of ``shown`` (:func:`demo.handlers.shown_name`)."""
     table = figures.matrix_table
     d_model, d_head = cell.x.shape[0], cell.d_head
     model_dims, head_dims = (d_model, d_head) if all_dimensions else (min(SHOWN, d_model), min(SHOWN, d_head))
@@ -237,7 +238,8 @@ def cell_html(cell: Cell, all_dimensions: bool = False) -> str:
     sections = "".join(f"<h4>{html.escape(heading)}</h4><div class='matrix-row'>"
                        + "".join(f"<div class='scroll'>{part}</div>" for part in parts) + "</div>"
                        for heading, parts in steps)
-    summary = (f"<p><b>{html.escape(KIND_NAMES[cell.kind].capitalize())}, layer {cell.layer}, head {cell.head}:</b> "
+    summary = (f"<p class='check'>The heatmap of {html.escape(shown)}.</p>"
+               f"<p><b>{html.escape(KIND_NAMES[cell.kind].capitalize())}, layer {cell.layer}, head {cell.head}:</b> "
                f"query {cell.query + 1} ({html.escape(query_token)}) gives key {cell.key + 1} "
                f"({html.escape(key_token)}) the weight <b>{cell.weights[cell.key]:.4f}</b>.</p>")
     check = (f"<p class='check'>Checks: the softmax row differs from the heatmap's row by at most {difference:.1e}; "
@@ -312,10 +314,12 @@ def heads_off_html(view: HeadsOff) -> str:
         rows.append(f"<tr{mark}><th>{step + 1}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     total_before = sum(p for _, p in before)
     total_after = sum(p for _, p in after)
+    words_before = sum(p for token, p in before if token != "</s>")  # which heads matter scores these (no </s>)
     verdict = ("The translation is the same." if view.changed.text == view.original.text
                else "The translation changed (changed tokens are marked).")
     return (f"<div class='cell-view'><p><b>Heads off:</b> {html.escape(heads_name(view.heads_off))}.</p>"
-            f"<p><b>Original:</b> {html.escape(view.original.text)} (log P {total_before:.3f})<br>"
+            f"<p><b>Original:</b> {html.escape(view.original.text)} (log P {total_before:.3f} with &lt;/s&gt;, "
+            f"{words_before:.3f} without it as <b>Which heads matter?</b> scores it)<br>"
             f"<b>Heads off:</b> {html.escape(view.changed.text)} (log P {total_after:.3f})</p><p>{verdict}</p>"
             "<div class='scroll'><table class='matrix'><caption>each token's log-probability, before and after"
             "</caption><thead><tr><th>#</th><th>original</th><th>log p</th><th>heads off</th><th>log p</th>"
@@ -382,7 +386,7 @@ def head_effects_view(effects: HeadEffects) -> tuple[object, str]:
                              for layer, head in np.ndindex(changes.shape)),
                             key=lambda entry: effects.changes[entry[0]][entry[1], entry[2]])
     worst = effects.changes[kind][layer, head]
-    summary = (f"log P of the translation's {len(effects.tokens)} tokens with every head on: "
+    summary = (f"log P of the translation's {len(effects.tokens)} tokens (without `</s>`) with every head on: "
                f"**{effects.log_prob:.3f}**. Switching off **{heads_name([(kind, layer, head)])}** alone costs the "
                f"most: {worst:+.3f}. Measured with {effects.passes} teacher-forced passes in "
                f"{effects.milliseconds:,.0f} ms.")

@@ -63,7 +63,7 @@ def partial_hypothesis(directions: Mapping[str, Translator], result: DemoTransla
     source = tokenizer.encode(result.source) + [config.eos_id]
     (attention,) = attention_of(translator.backend, tokenizer, [source], [hypothesis])
     return replace(result, text=tokenizer.decode(hypothesis.token_ids), score=path[-1].log_prob, attention=attention,
-                   hypothesis=hypothesis)
+                   hypothesis=hypothesis, node=(step + 1, index + 1))
 
 
 def node_summary(result: DemoTranslation, step, index) -> str:

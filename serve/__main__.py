@@ -1,6 +1,6 @@
 """Translate files and pipes, or serve bundles over HTTP; no torch needed.
 
-    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F] [--confidence] [--precision int8]
+    python -m serve translate --model models/en-de/onnx [--beam 5] [--input F] [--output F] [--split-sentences] [--confidence] [--precision int8]
     python -m serve http --model models/en-de/onnx [--model models/de-en/onnx] [--host 127.0.0.1] [--port 8000] [--precision int8]
 """
 
@@ -20,6 +20,7 @@ from core.translator import available_cores, check_options
 from .arguments import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, PORT, add_precision
 from .batcher import BatchSettings
 from .policy import InputError, InputLimits, check_prefix, fit_text
+from .sentences import split_sentences, translate_paragraphs
 from .server import ConnectionLimits
 from .validation import Limits
 
@@ -65,22 +66,31 @@ def translate_command(args: argparse.Namespace) -> None:
         HeadMask.switched_off(heads_off, translator.config)  # refuses a bad entry before any work
         if prefixes is not None and len(prefixes) != len(lines):
             raise ValueError(f"--target-prefix: {len(prefixes)} lines for {len(lines)} input lines")
+        if prefixes is not None and args.split_sentences:
+            raise ValueError("--target-prefix: the start of a translation of one sentence; not with --split-sentences")
     except (BundleError, DataError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     name, limits = args.input or "<stdin>", InputLimits(max_chars=sys.maxsize, max_tokens=translator.max_source_tokens)
     for number, line in enumerate(lines, start=1):
-        try:
-            fitted = fit_text(translator, line, limits, cut=False)  # the shared input policy; any length in characters
+        try:  # the shared input policy; any length in characters; with --split-sentences, each sentence
+            for sentence in split_sentences(line, translator.source_lang) if args.split_sentences else [line]:
+                fitted = fit_text(translator, sentence, limits, cut=False)
         except InputError as error:
-            sys.exit(f"error: {name}:{number}: {error}, the most the model reads")
+            sys.exit(f"error: {name}:{number}: {error}{' in a sentence' if args.split_sentences else ''}, the most "
+                     "the model reads")
+        if args.split_sentences:
+            continue
         try:
             check_prefix(translator, prefixes[number - 1] if prefixes else None, fitted.tokens, limits, None)
         except InputError as error:
             sys.exit(f"error: {args.target_prefix}:{number}: {error}")
-    translations = translator.translate(lines, beam_size=args.beam, length_penalty=args.length_penalty,
-                                        target_prefix=prefixes and [prefix or None for prefix in prefixes],
-                                        heads_off=heads_off,
-                                        batch_size=args.batch_size, progress=sys.stderr.isatty())
+    options = dict(beam_size=args.beam, length_penalty=args.length_penalty, heads_off=heads_off,
+                   batch_size=args.batch_size, progress=sys.stderr.isatty())
+    if args.split_sentences:
+        translations = translate_paragraphs(translator, lines, **options)
+    else:
+        translations = translator.translate(lines, target_prefix=prefixes and [prefix or None for prefix in prefixes],
+                                            **options)
     output = "".join(output_line(t, args.confidence) for t in translations)
     if args.output:
         try:
@@ -139,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     translate.add_argument("--heads-off", metavar="HEADS",
                            help="attention heads to switch off, comma-separated kind.layer.head (kind encoder, "
                                 "decoder or cross; from 0), e.g. cross.3.0,cross.3.1")
+    translate.add_argument("--split-sentences", action="store_true",
+                           help="translate each line sentence by sentence (split by sentencex in the model's source "
+                                "language) and join the translations with a space; default: a line is one search")
     translate.add_argument("--confidence", action="store_true",
                            help="append a tab, the confidence score (0-1) and a tab, in_domain or out_of_domain")
     translate.set_defaults(run=translate_command)

@@ -32,6 +32,7 @@ from core.search import BeamRecord, Translation
 from .batcher import BatchSettings, Batcher, QueueFull, searcher
 from .schemas import (AttentionOutput, BeamNodeOutput, BeamsOutput, ConfidenceOutput, EncodedArray, ErrorBody,
                       ScoredText, TranslationOutput, TranslationRequest)
+from .sentences import join_translations
 from .translator import Translator
 from .validation import Job, Limits, Model, RequestError, check_request
 
@@ -276,6 +277,8 @@ def create_app(load_translators: Callable[[], Sequence[Translator]], limits: Lim
     async def translate(body: TranslationRequest, request: Request) -> list[TranslationOutput]:
         job = check_request(body, models, limits)
         results = await run_job(job, request, limits.deadline_s)
+        if job.sentence_counts is not None:  # split_sentences: each input's sentences joined again
+            results = join_translations(job.inputs, results, job.sentence_counts)
         return [render(result, job, index) for index, result in enumerate(results)]
 
     @app.get("/health", summary="Ready: every model is loaded")

@@ -40,6 +40,10 @@ class TranslationParameters(BaseModel):
                           "with; the search continues from it")
     return_beams: StrictBool = Field(
         False, description="add every step of the beam search: each candidate ranked, its parent and fate")
+    split_sentences: StrictBool = Field(
+        False, description="translate each input sentence by sentence (split by sentencex in the model's source "
+                           "language; the translations joined with a space); default false: each input is one search. "
+                           "Not with return_attention, return_beams, n_best or target_prefix")
     heads_off: list[StrictStr] | None = Field(
         None, description="attention heads to switch off for this request, each 'kind.layer.head' (kind encoder, "
                           "decoder or cross; layer and head from 0), e.g. ['cross.3.1']")

@@ -17,6 +17,7 @@ from .batcher import Batcher, SearchOptions
 from .policy import (InputError, InputLimits, attention_weights, bad_character, beam_nodes, check_prefix, find_model,
                      fit_text, max_source_tokens, search_cost)
 from .schemas import GenerateParameters, TranslationParameters, TranslationRequest
+from .sentences import split_texts
 from .translator import Translator
 
 
@@ -76,6 +77,8 @@ class Job:
     return_scores: bool
     return_n_best: bool
     target_prefix: list[str | tuple[str, ...] | None] | None = None  # one per text
+    inputs: list[str] | None = None  # with split_sentences: the request's texts (``texts`` are their sentences)
+    sentence_counts: list[int] | None = None  # with split_sentences: how many of ``texts`` each input gave
 
 
 def choose_model(models: Sequence[Model], src_lang: str | None, tgt_lang: str | None) -> Model:
@@ -157,12 +160,30 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
     model = choose_model(models, parameters.src_lang, parameters.tgt_lang)
     options = check_options(parameters, texts, limits)
     truncate = parameters.truncation not in (None, "do_not_truncate")
+    inputs, counts, owners = None, None, list(range(len(texts)))
+    if parameters.split_sentences:
+        single = [name for name, asked in (("return_attention", parameters.return_attention),
+                                           ("return_beams", parameters.return_beams),
+                                           ("n_best", parameters.n_best is not None),
+                                           ("target_prefix", parameters.target_prefix is not None)) if asked]
+        if single:
+            raise RequestError(422, "parameters.split_sentences",
+                               f"cannot be combined with {', '.join(single)} (options of single sentences)")
+        for index, text in enumerate(texts):  # the character limit is the input's, before it is split
+            if len(text) > limits.max_input_chars and not truncate:
+                raise RequestError(422, input_field(request, index),
+                                   f"{len(text)} characters; at most {limits.max_input_chars} (or set "
+                                   "parameters.truncation to 'longest_first' to cut it)")
+        inputs = [text[: limits.max_input_chars] for text in texts]
+        texts, counts = split_texts(inputs, model.translator.source_lang)
+        owners = [index for index, count in enumerate(counts) for _ in range(count)]
     fitted = []
-    for index, text in enumerate(texts):
+    for owner, text in zip(owners, texts):
         try:
             fitted.append(fit_text(model.translator, text, limits.input_limits, cut=truncate))
         except InputError as error:
-            raise RequestError(422, input_field(request, index), f"{error} (or set parameters.truncation to "
+            what = " (a sentence of it)" if counts else ""
+            raise RequestError(422, input_field(request, owner), f"{error}{what} (or set parameters.truncation to "
                                                                  "'longest_first' to cut it)") from None
     if options.return_attention:
         weights = sum(attention_weights(model.translator, f.tokens, options.max_length) for f in fitted)
@@ -192,5 +213,15 @@ def check_request(request: TranslationRequest, models: Sequence[Model], limits: 
                 raise RequestError(422, f"parameters.target_prefix[{index}]", str(error)) from None
         prefixes = [p if p is None or isinstance(p, str) else tuple(p) for p in prefixes]
     costs = [search_cost(model.translator, f.tokens, options.beam_size, options.max_length) for f in fitted]
-    return Job(model, [f.text for f in fitted], costs, [f.was_cut for f in fitted] if truncate else None, options,
-               parameters.return_scores, parameters.n_best is not None, prefixes)
+    truncated = None
+    if truncate:
+        truncated = [False] * (len(inputs) if inputs is not None else len(fitted))
+        for owner, f in zip(owners, fitted):
+            truncated[owner] = truncated[owner] or f.was_cut or (inputs is not None and
+                                                                 len(request_text(request, owner)) > len(inputs[owner]))
+    return Job(model, [f.text for f in fitted], costs, truncated, options, parameters.return_scores,
+               parameters.n_best is not None, prefixes, inputs, counts)
+
+
+def request_text(request: TranslationRequest, index: int) -> str:
+    return request.inputs if isinstance(request.inputs, str) else request.inputs[index]

@@ -80,6 +80,66 @@ def test_unknown_characters_and_typed_specials_are_reported_not_hidden(direction
     assert "/" in typed.attention.source_tokens
 
 
+# What a visitor types, echoed back where the page renders Markdown: blank lines would end a code span, and the rest
+# would render as a heading, a link and an image fetched from another host (203.0.113.9 is TEST-NET-3: never reached).
+INJECTION = ("A dog runs.\n\n# heading\n\n[link](http://203.0.113.9/x)\n\n<img src=http://203.0.113.9/x.png>\r\n\r\n"
+             + "A dog runs on the grass. " * 30)
+INJECTED_START = "Ein Hund\n\n# Kopf\n\n[Link](http://203.0.113.9/y)\n\n<img src=http://203.0.113.9/y.png>"
+
+
+def rendered(markdown: str) -> str:
+    """The HTML a CommonMark renderer (with tables, as Gradio's) makes of markdown."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+def test_typed_text_echoed_back_is_never_markup(directions):
+    result = handlers.translate_text(directions, EN_DE, INJECTION, 1)
+    assert "cut to: " in result.notices[0]
+    page = rendered(handlers.notices_markdown(result))
+    assert "<h1" not in page and "<a " not in page and "<img" not in page, page
+    assert "&lt;img src=http://203.0.113.9/x.png&gt;" in page and "# heading" in page
+    found = look.what_if(directions, result, 1, None, INJECTED_START, "1", handlers.MEAN)
+    page = rendered(f"Decoded on from {found.start}.\n\n{found.table}")
+    assert "<h1" not in page and "<a " not in page and "<img" not in page, page
+    assert page.count("<code>") >= 2 and "<table>" in page
+    for text in ("`` `a` ``\n\n# b", "x\r\r<img src=y>", "\n\n\n", "|\n\n|"):
+        page = rendered(handlers.code_span(text))
+        assert page.startswith("<p><code>") and page.count("<p>") == 1 and "<img" not in page, (text, page)
+
+
+FIVE_CAPTIONS = ("Two young children are playing with a red ball on the grass. A man in a blue jacket is riding his "
+                 "bicycle down a busy street. A woman with sunglasses sits on a bench in the park. Three men are "
+                 "working on a construction site next to the road. A brown dog jumps over a log in the forest.")
+
+
+def test_a_paragraph_translates_sentence_by_sentence(directions):
+    from serve.sentences import split_sentences
+
+    sentences = split_sentences(FIVE_CAPTIONS, "en")
+    assert len(sentences) == 5 and " ".join(sentences) == FIVE_CAPTIONS
+    paragraph = handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5)
+    expected = [t.text for t in directions[EN_DE].translate(sentences, beam_size=5)]
+    assert [sentence.text for sentence in paragraph.sentences] == expected
+    assert paragraph.text == " ".join(expected) and paragraph.text.count(".") == 5
+    assert [sentence.source for sentence in paragraph.sentences] == sentences
+    assert paragraph.notices[0].startswith("The text was translated as 5 sentences")
+    lowest = min(sentence.confidence.score for sentence in paragraph.sentences)
+    assert handlers.confidence_text(paragraph).endswith(f"(confidence {lowest:.2f}: sentence "
+                                                        f"{[s.confidence.score for s in paragraph.sentences].index(lowest) + 1}, "
+                                                        "the lowest of 5)")
+    whole = directions[EN_DE].translate([FIVE_CAPTIONS], beam_size=5)[0].text
+    assert whole.count(".") < 5  # what the model does with the paragraph at once: sentences lost
+    one = handlers.translate_paragraph(directions, EN_DE, "A dog.", 5)
+    assert len(one.sentences) == 1 and one.notices == () and handlers.confidence_text(one) == \
+        handlers.confidence_text(one.sentences[0])
+    assert split_sentences(" \n\n ") == [] and split_sentences("Dr. Smith sees a dog. Mr. Brown too.", "en") == [
+        "Dr. Smith sees a dog.", "Mr. Brown too."]
+    with pytest.raises(handlers.DemoInputError, match="the input is empty"):
+        handlers.translate_paragraph(directions, EN_DE, " \n\n ", 5)
+
+
 def test_long_input_is_cut_to_the_demo_limit_with_a_notice(directions):
     long_text = "A man in a red shirt rides a bike down the road. " * 30
     result = handlers.translate_text(directions, EN_DE, long_text, 1)
@@ -238,6 +298,9 @@ def test_translate_through_gradio_client(app_url, directions):
     text = "A little girl climbs into a wooden playhouse."
     translation, confidence, notices = client.predict(text, EN_DE, 4, api_name="/translate")
     assert translation == directions[EN_DE].translate([text], beam_size=4)[0].text and notices == ""
+    paragraph, _, notices = client.predict(FIVE_CAPTIONS, EN_DE, 5, api_name="/translate")
+    assert paragraph == handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5).text
+    assert paragraph.count(".") == 5 and "translated as 5 sentences" in notices
     assert re.fullmatch(r"✓ Looks like the training data \(confidence [01]\.\d\d\)", confidence), confidence
     translation, _, notices = client.predict("Ein Hund 🙂 rennt.", DE_EN, 1, api_name="/translate")
     assert translation == directions[DE_EN].translate(["Ein Hund 🙂 rennt."], beam_size=1)[0].text
@@ -418,7 +481,8 @@ def test_the_page_fits_and_every_control_responds(app_url, directions, tmp_path,
     stale result, the alignment follows the attention kind, and the lesson's controls answer Enter and arrow keys."""
     from playwright.sync_api import expect, sync_playwright
 
-    long_text = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass. " * 3
+    long_text = " and ".join(["A brown dog jumps over a log in the forest while two children play with a red ball on "
+                              "the grass"] * 3) + "."  # one long sentence
     (reference,) = directions[EN_DE].translate([handlers.fit_source(directions[EN_DE], long_text)[0]], beam_size=5,
                                                return_attention=True)
     with sync_playwright() as playwright:
@@ -875,6 +939,8 @@ def test_which_heads_matter_measures_each_head_alone(directions, children):
     assert [trace.name for trace in figure.data] == ["encoder self", "decoder self", "cross"]
     np.testing.assert_array_equal(np.asarray(figure.data[2].z), effects.changes["cross"])
     assert "49 teacher-forced passes in" in summary and " ms." in summary
+    same = heads.heads_off_html(heads.heads_off_view(directions, children, []))  # one log P for one translation
+    assert f"{effects.log_prob:.3f} without it as <b>Which heads matter?</b> scores it" in same
     with pytest.raises(handlers.DemoInputError, match="Translate a sentence first"):
         heads.head_effects(directions, None)
 
@@ -1010,5 +1076,351 @@ def test_single_heads_in_a_browser(app_url, directions, tmp_path, width, height)
             expect(page.locator(".toast-body")).to_contain_text(
                 f"Query 99 does not exist; this heatmap has {rows} rows (1–{rows}).")
             keep_screenshots(tmp_path, f"demo-cell-{width}.png", f"demo-heads-{width}.png")
+        finally:
+            browser.close()
+
+
+# ---- Issue #35: the longest input in every view, typed text never rendered, no stale views -------------------------
+
+LONGEST = "A brown dog jumps over a log in the forest while two children play with a red ball on the grass and " * 20
+# One sentence (no blank line: that would end the sentence) carrying markup, cut to the demo's 128 tokens.
+INJECTION_LINE = ("A dog runs # heading [link](http://203.0.113.9/x) <img src=http://203.0.113.9/x.png> "
+                  + "and a dog runs on the grass " * 30)
+
+
+def figure_in_its_box(page, selector: str, width: int) -> dict:
+    """Where a plotly figure lies in its box: the box inside the page, every text of the figure inside the figure,
+    the colour bar in view before any scrolling, and a figure wider than its box scrolled (scrollLeft moves)."""
+    found = page.evaluate("""(selector) => {
+      const box = document.querySelector(selector), svg = box.querySelector('.main-svg');
+      const rect = (node) => { const r = node.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+      box.scrollLeft = 0;
+      const at = {box: rect(box), svg: rect(svg), client: box.clientWidth, scroll: box.scrollWidth,
+                  overflow: getComputedStyle(box).overflowX,
+                  texts: [...box.querySelectorAll('.main-svg text')].filter((t) => t.textContent.trim()).map(rect),
+                  colorbars: [...box.querySelectorAll('.main-svg .colorbar')].map(rect)};
+      box.scrollLeft = 10_000;
+      at.moved = box.scrollLeft;
+      box.scrollLeft = 0;
+      return at; }""", selector)
+    assert inside(found["box"], (0, -1e9, width, 1e9)), (selector, found["box"])
+    cut = [text for text in found["texts"] if not inside(text, found["svg"])]
+    assert not cut, (selector, "text outside its figure", found["svg"], cut)
+    visible = (found["box"][0], -1e9, found["box"][0] + found["client"], 1e9)
+    assert all(inside(bar, visible) for bar in found["colorbars"]), (selector, found["colorbars"], visible)
+    assert found["texts"] and found["colorbars"], (selector, "no figure drawn")
+    if found["svg"][2] - found["svg"][0] > found["client"] + 1:  # wider than its box: a visitor can scroll to its end
+        assert found["overflow"] in ("auto", "scroll"), (selector, found["overflow"])
+        assert found["scroll"] > found["client"] and found["moved"] >= found["scroll"] - found["client"] - 1, (
+            selector, found)
+    else:
+        assert found["moved"] == 0, (selector, found)
+    return found
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
+def test_the_longest_input_in_every_view(app_url, directions, tmp_path, width, height):
+    """The longest input the limits allow (cut to 128 tokens), carrying a heading, a link and an image in its text:
+    every figure (the head, every head, what if, heads off, both compared) fits or scrolls sideways in its own box
+    with its labels and its colour bar in view, nothing pushes the page sideways, the echoed text renders no heading,
+    link or image, and the page asks no other host for anything."""
+    from playwright.sync_api import expect, sync_playwright
+
+    result = handlers.translate_text(directions, EN_DE, INJECTION_LINE, 5)
+    assert len(result.attention.source_tokens) > handlers.LIMITS.max_tokens - 5  # cut before a word: about the most
+    assert len(handlers.translate_paragraph(directions, EN_DE, INJECTION_LINE, 5).sentences) == 1
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            outside = []
+            page.on("request", lambda request: outside.append(request.url)
+                    if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            page.goto(app_url)
+            page.locator("#source textarea").fill(INJECTION_LINE)
+            page.locator("#translate").click()
+            expect(page.locator("#translation textarea")).to_have_value(result.text, timeout=60_000)
+            expect(page.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x) <img")
+            page.wait_for_selector("#head-plot .xtick", timeout=30_000)
+            expect(page.locator("#head-plot .xtick")).to_have_count(len(result.attention.source_tokens))
+            head = figure_in_its_box(page, "#head-plot", width)
+            assert head["moved"] > 0  # 129 columns never fit
+            page.locator("#head-plot").screenshot(path=str(tmp_path / f"demo-{width}-long.png"))
+            assert_apart(boxes(page, "#head-plot .ytick text"), "heatmap rows")
+            figure_in_its_box(page, "#heads-plot", width)
+
+            page.locator("#what-if").get_by_text("What if").first.click()
+            page.locator("#what-if-typed textarea").fill(INJECTED_START)
+            page.locator("#what-if-run").click()
+            expect(page.locator("#what-if-table code").first).to_contain_text("Ein Hund # Kopf", timeout=60_000)
+            page.wait_for_selector("#what-if-plot .xtick", timeout=30_000)
+            assert figure_in_its_box(page, "#what-if-plot", width)["moved"] > 0
+
+            open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
+            page.locator("#off-cross").get_by_label("L4 H3").check()
+            page.locator("#heads-off-run").click()
+            page.wait_for_selector("#heads-off-plot .xtick", timeout=60_000)
+            assert figure_in_its_box(page, "#heads-off-plot", width)["moved"] > 0
+
+            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
+            for name in "ab":
+                page.locator(f"#compare-source-{name} textarea").fill(LONGEST)
+            page.locator("#compare-run").click()
+            for name in "ab":
+                page.wait_for_selector(f"#compare-plot-{name} .xtick", timeout=60_000)
+                assert figure_in_its_box(page, f"#compare-plot-{name}", width)["moved"] > 0
+
+            for rendered_here in ("#notices", "#what-if-table", "#node-status"):
+                assert page.locator(f"{rendered_here} :is(h1, h2, a, img)").count() == 0, rendered_here
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            assert outside == [], f"the page fetched from outside: {outside}"
+            keep_screenshots(tmp_path, *[f"demo-{width}-long.png"] * (width == 390))
+        finally:
+            browser.close()
+
+
+def test_a_cell_opens_on_what_the_views_show_through_gradio_client(app_url, directions, sees):
+    """After a node is chosen, the cell belongs to that node's partial hypothesis (its rows, its weights) and says
+    so; after the whole translation is shown again, to the translation."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    client.predict(SEES, EN_DE, 5, api_name="/translate")
+    node = look.partial_hypothesis(directions, sees, 3, 2)
+    client.predict(3, 2, api_name="/beam_node")
+    page = client.predict("cross", "2", "1", 3, 2, False, api_name="/open_cell")
+    assert "The heatmap of step 3, candidate 2 of the beam search" in page
+    assert f"the weight <b>{node.attention.cross[1, 0, 2, 1]:.4f}</b>" in page
+    with pytest.raises(Exception, match=re.escape("Query 4 does not exist; this heatmap has 3 rows (1–3).")):
+        client.predict("cross", "2", "1", 4, 2, False, api_name="/open_cell")
+    client.predict(api_name="/whole_translation")
+    page = client.predict("cross", "2", "1", 4, 2, False, api_name="/open_cell")
+    assert "The heatmap of the whole translation." in page
+    assert f"the weight <b>{sees.attention.cross[1, 0, 3, 1]:.4f}</b>" in page
+
+
+def test_no_view_outlives_its_translation(app_url, directions):
+    """One source of truth for the views: a new translation, an error and a refused request (a full queue answers
+    503) clear or redraw every dependent view (heads off, which heads matter, the cell, the tree, the heatmaps);
+    the cell follows a node chosen in the tree and says what it shows; a cell out of range leaves no cell behind;
+    and no error badge outlives the next translation."""
+    from playwright.sync_api import expect, sync_playwright
+
+    second = "I have no time today."
+    (first_result,) = directions[EN_DE].translate([SENTENCE], beam_size=5, return_attention=True)
+    (second_result,) = directions[EN_DE].translate([second], beam_size=5, return_attention=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(app_url)
+            source, translation = page.locator("#source textarea"), page.locator("#translation textarea")
+            cell, comparison = page.locator("#cell-view"), page.locator("#heads-off-result")
+            matter = page.locator("#heads-matter-summary")
+
+            def translate(text: str, expected: str) -> None:
+                source.fill(text)
+                page.locator("#translate").click()
+                expect(translation).to_have_value(expected, timeout=60_000)
+
+            def look_inside() -> None:  # a cell, heads off and which heads matter, all of the translation shown
+                page.locator("#head input").click()
+                page.get_by_role("option", name="head 1", exact=True).click()
+                expect(page.locator("#head-plot .gtitle")).to_contain_text("head 1", timeout=30_000)
+                page.locator("#cell-query input").fill("2")
+                page.locator("#cell-query input").press("Enter")
+                expect(cell).to_contain_text("The heatmap of the whole translation.", timeout=30_000)
+                page.locator("#off-cross").get_by_label("L4 H3").check()
+                page.locator("#heads-off-run").click()
+                expect(comparison).to_contain_text("Heads off: cross-attention L4 H3.", timeout=30_000)
+                page.locator("#heads-matter").click()
+                expect(matter).to_contain_text("teacher-forced passes", timeout=60_000)
+
+            def forgotten() -> None:  # nothing of the translation before is left
+                expect(comparison).to_have_text("", timeout=30_000)
+                expect(page.locator("#heads-off-plot .main-svg")).to_have_count(0)
+                expect(matter).to_have_text("")
+                expect(page.locator("#heads-matter-plot .main-svg")).to_have_count(0)
+
+            # a paragraph: the whole translation, and a menu of its sentences that redraws every view
+            paragraph = handlers.translate_paragraph(directions, EN_DE, FIVE_CAPTIONS, 5)
+            translate(FIVE_CAPTIONS, paragraph.text)
+            third = paragraph.sentences[2]
+            page.locator("#sentence input").click()
+            page.get_by_role("option", name=f"3 · {third.source}").click()
+            expect(page.locator("#alignment .tgt")).to_have_count(len(third.attention.target_tokens), timeout=30_000)
+            expect(page.locator("#beam-tree g.n.chosen[data-s]")).to_have_count(len(third.attention.target_tokens))
+            expect(translation).to_have_value(paragraph.text)
+
+            translate(SENTENCE, first_result.text)
+            expect(page.locator("#sentence")).to_be_hidden()  # one sentence: no menu
+            open_accordion(page, "Open a cell: the computation behind one weight", "#cell-query")
+            open_accordion(page, "Heads off: switch heads off and translate again", "#off-cross")
+            look_inside()
+
+            # a new translation: every view redrawn for it, or emptied until asked again
+            translate(second, second_result.text)
+            forgotten()
+            expect(cell).to_contain_text(f"query 2 ({second_result.attention.target_tokens[1]}) gives key",
+                                         timeout=30_000)  # the open cell follows the new heatmap
+            expect(page.locator("#head-plot .ytick")).to_have_count(len(second_result.attention.target_tokens))
+            expect(page.locator("#alignment .tgt")).to_have_count(len(second_result.attention.target_tokens))
+
+            # a node of the tree: the cell follows it and says so; a row it lacks leaves no cell behind
+            look_inside()
+            page.locator("#beam-tree g.n[data-s='1'][data-i='1']").click()
+            expect(page.locator("#node-status")).to_contain_text("step 2, candidate 2", timeout=30_000)
+            expect(page.locator("#head-plot .ytick")).to_have_count(2, timeout=30_000)
+            expect(cell).to_contain_text("The heatmap of step 2, candidate 2 of the beam search", timeout=30_000)
+            page.locator("#cell-query input").fill("5")
+            page.locator("#cell-query input").press("Enter")
+            expect(page.locator(".toast-body").last).to_contain_text("Query 5 does not exist; this heatmap has 2 rows",
+                                                                     timeout=30_000)
+            expect(cell).to_have_text("No cell shown: see the message above.")
+
+            # an error: every view emptied
+            source.fill("  ")
+            page.locator("#translate").click()
+            expect(page.get_by_text("the input is empty").first).to_be_visible(timeout=30_000)
+            expect(translation).to_have_value("")
+            forgotten()
+            expect(cell).not_to_contain_text("gives key", timeout=30_000)
+            expect(page.locator("#alignment")).to_contain_text("Nothing translated")
+            expect(page.locator("#beam-tree")).to_contain_text("Nothing translated")
+            expect(page.locator("#head-plot .main-svg")).to_have_count(0)
+            expect(page.locator("#node-status")).to_have_text("")
+
+            # a refused request (the queue is full): the page empties every view rather than mix two sentences,
+            # and the next translation clears every error badge
+            translate(SENTENCE, first_result.text)
+            look_inside()
+            refused = []
+
+            def full_queue(route):
+                if refused:
+                    return route.continue_()
+                refused.append(route.request.url)
+                route.fulfill(status=503, content_type="application/json",
+                              body=json.dumps({"detail": "This application is currently busy."}))
+
+            page.route("**/queue/join**", full_queue)
+            translate(second, "")
+            assert refused
+            forgotten()
+            expect(cell).not_to_contain_text("gives key", timeout=30_000)
+            expect(page.locator("#alignment")).to_contain_text("Nothing translated")
+            expect(page.locator("#head-plot .main-svg")).to_have_count(0)
+            page.unroute("**/queue/join**")
+            translate(second, second_result.text)
+            expect(page.locator("#alignment .tgt")).to_have_count(len(second_result.attention.target_tokens))
+            expect(page.locator(".block span.error")).to_have_count(0)
+        finally:
+            browser.close()
+
+
+def test_a_port_a_stopped_demo_just_left_is_free():
+    """A stopped server's port lingers in TIME_WAIT; uvicorn binds it again (SO_REUSEADDR), so the check must too."""
+    from demo.app import port_in_use
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    connection, _ = server.accept()
+    connection.close()  # the server's side closes first: its end of the connection waits in TIME_WAIT
+    client.close()
+    server.close()
+    time.sleep(0.2)  # the last FIN and ACK cross
+    assert not port_in_use("127.0.0.1", port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert port_in_use("127.0.0.1", busy.getsockname()[1])
+
+
+def test_a_link_reopens_the_translation(app_url, directions):
+    """The link made from the inputs (text, direction, beam size in the query string) opens the page on the same
+    translation; a link carrying markup renders none and fetches nothing; a bad beam size in a link is one message."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from playwright.sync_api import expect, sync_playwright
+
+    text = "Zwei Hunde spielen im Schnee.\nEin Mann liest."
+    expected = handlers.translate_paragraph(directions, DE_EN, text, 3).text
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            outside = []
+            page.on("request", lambda request: outside.append(request.url)
+                    if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            page.goto(app_url)
+            page.locator("#source textarea").fill(text)
+            page.locator("#direction input").click()
+            page.get_by_role("option", name=DE_EN).click()
+            beam = page.locator("#beam-size input[type=number]")
+            beam.fill("3")
+            beam.press("Enter")
+            page.locator("#make-link").click()
+            expect(page.locator("#link textarea, #link input").first).to_have_value(re.compile("^http"),
+                                                                                      timeout=30_000)
+            link = page.locator("#link textarea, #link input").first.input_value()
+            query = parse_qs(urlsplit(link).query)
+            assert query == {"text": [text], "direction": ["de-en"], "beam": ["3"]}, query
+
+            other = browser.new_page(viewport={"width": 390, "height": 844})
+            other.on("request", lambda request: outside.append(request.url)
+                     if not request.url.startswith((app_url, "data:", "blob:")) else None)
+            other.goto(link)
+            expect(other.locator("#translation textarea")).to_have_value(expected, timeout=60_000)
+            expect(other.locator("#source textarea")).to_have_value(text)
+            expect(other.locator("#beam-size input[type=number]")).to_have_value("3")
+            expect(other.locator("#direction input")).to_have_value(DE_EN)
+            other.wait_for_selector("#head-plot .xtick", timeout=30_000)
+
+            other.goto(app_url + "?" + urlencode({"text": INJECTION_LINE, "direction": "en-de", "beam": "1"}))
+            expect(other.locator("#notices code")).to_contain_text("# heading [link](http://203.0.113.9/x) <img",
+                                                                   timeout=60_000)
+            assert other.locator("#notices :is(h1, h2, a, img)").count() == 0
+            other.goto(app_url + "?" + urlencode({"text": "A dog.", "beam": "99"}))
+            expect(other.locator(".toast-body")).to_contain_text("The link asks for the beam size '99'",
+                                                                 timeout=30_000)
+            assert outside == [], f"the page fetched from outside: {outside}"
+        finally:
+            browser.close()
+
+
+def test_the_keyboard_path_on_a_phone(app_url, directions):
+    """On a phone the input and the Translate button are in the first screen; each radio group is one group (one
+    name: the arrow keys move the choice, Tab stops once, a focus ring shows); plotly's toolbar is not in the Tab
+    order."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(app_url)
+            page.wait_for_selector("#translate")
+            (button,) = boxes(page, "#translate")
+            assert button[3] <= 844, button  # above the fold
+            source = page.locator("#source textarea")
+            source.fill(SENTENCE)
+            source.press("Enter")
+            page.wait_for_selector("#head-plot .xtick", timeout=60_000)
+            page.locator("#compare").get_by_text("Two sentences side by side").first.click()
+            page.wait_for_selector("#compare-kind input[type=radio]")
+            for group in ("#kind", "#compare-kind"):
+                names = page.eval_on_selector_all(f"{group} input[type=radio]", "inputs => inputs.map(i => i.name)")
+                assert len(names) == 3 and len(set(names)) == 1, (group, names)
+            page.locator("#kind input[type=radio]:checked").focus()
+            page.keyboard.press("ArrowDown")
+            expect(page.locator("#head-plot .gtitle")).to_contain_text("Encoder self-attention", timeout=30_000)
+            assert page.evaluate("document.activeElement.value") == "encoder"
+            assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+            toolbar = page.eval_on_selector_all(".modebar-btn", "buttons => buttons.filter(b => b.offsetParent)")
+            assert toolbar == []  # none rendered, so none can take the focus
         finally:
             browser.close()
