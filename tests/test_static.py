@@ -231,6 +231,13 @@ def test_the_page_translates_and_shows_every_head_like_python(site_url, python_t
             page.screenshot(path=str(tmp_path / f"static-{width}.png"), full_page=True)
             assert errors == [] and outside == [], (errors, outside)
             assert any(url.endswith(".wasm") for url in seen) and not any(url.endswith(".int8.onnx") for url in seen)
+            # a second visit reads the runtime and the models from the browser's Cache Storage, not the server
+            seen.clear()
+            page.reload()
+            expect(page.locator("#state")).to_have_text("ready", timeout=120_000)
+            assert not [url for url in seen if url.endswith((".wasm", ".onnx", "tokenizer.json"))], seen
+            assert any(url.endswith("manifest.json") for url in seen)  # always asked for: a new bundle is seen
+            assert errors == [] and outside == [], (errors, outside)
         finally:
             browser.close()
 

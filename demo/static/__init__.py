@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.bundle import graph_key, load_manifest, verify_checksums
+from core.bundle import graph_key, load_manifest, sha256_of, verify_checksums
 
 from ..handlers import LANGUAGE_NAMES, LIMITS, find_bundles
 from ..space import weights_licence
@@ -144,7 +144,8 @@ def write_static(out: str | Path, bundles: Sequence[str | Path] | None = None, *
         raise ValueError(f"two bundles translate the same direction: {labels}")
     settings = {"title": title, "directions": directions,
                 "limits": {"maxChars": LIMITS.max_chars, "maxTokens": LIMITS.max_tokens, "maxBeams": LIMITS.max_beams},
-                "runtime": {"wasm": RUNTIME_WASM, "bytes": (out / RUNTIME_WASM).stat().st_size}}
+                "runtime": {"wasm": RUNTIME_WASM, "bytes": (out / RUNTIME_WASM).stat().st_size,
+                            "sha256": sha256_of(out / RUNTIME_WASM)}}
     (out / "inspector.json").write_text(json.dumps(settings, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     licence = "gpl-2.0" if any(weights_licence(bundle) == "gpl-2.0" for bundle in bundles) else "mit"
     (out / "README.md").write_text(static_readme(title, directions, licence), encoding="utf-8")

@@ -53,9 +53,26 @@ function showProgress(name, loaded, total) {
   row.item.dataset.loaded = loaded;
 }
 
+const CACHE = "attention-mt-inspector";
+
+/**
+ * fetch, keeping every file but the manifests in the browser's Cache Storage: a second visit reads the model from
+ * there (an HTTP cache drops files this large in many browsers). The translator checks each file's sha256 against
+ * the manifest, which is always fetched anew; a stale file fails that check and loadDirection clears the cache.
+ */
+async function cachedFetch(url) {
+  const store = globalThis.caches && await caches.open(CACHE).catch(() => null); // none outside a secure context
+  if (!store || String(url).endsWith("manifest.json")) return fetch(url, { cache: "no-cache" });
+  const kept = await store.match(url);
+  if (kept) return kept;
+  const response = await fetch(url);
+  if (response.ok) await store.put(url, response.clone()).catch(() => {}); // a full quota: simply not kept
+  return response;
+}
+
 /** fetch with the bytes reported as they arrive. */
 async function fetchBytes(url, name, total) {
-  const response = await fetch(url);
+  const response = await cachedFetch(url);
   if (!response.ok) throw new Error(`${name} is missing (${response.status})`);
   const chunks = [];
   let loaded = 0;
@@ -80,9 +97,16 @@ async function sha256(bytes) {
 async function loadRuntime() {
   if (typeof WebAssembly !== "object") throw new Error("no WebAssembly");
   const ort = await import("onnxruntime-web");
-  const { wasm, bytes } = page.settings.runtime;
+  const { wasm, bytes, sha256: expected } = page.settings.runtime;
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which static hosts rarely give
-  ort.env.wasm.wasmBinary = await fetchBytes(new URL(wasm, location.href), "runtime: " + wasm.split("/").pop(), bytes);
+  const url = new URL(wasm, location.href), name = `runtime: ${wasm.split("/").pop()}`;
+  let binary = await fetchBytes(url, name, bytes);
+  if (await sha256(binary) !== expected) { // a runtime kept from an older version of the page
+    await (await caches.open(CACHE)).delete(url);
+    binary = await fetchBytes(url, name, bytes);
+    if (await sha256(binary) !== expected) throw new Error(`${wasm} does not match its sha256 in inspector.json`);
+  }
+  ort.env.wasm.wasmBinary = binary;
   return ort;
 }
 
@@ -91,7 +115,7 @@ async function loadDirection(direction) {
   if (page.directions.has(direction.label)) return page.directions.get(direction.label);
   const bundle = new URL(direction.bundle, location.href);
   let announced = false;
-  const translator = await Translator.load(bundle, { ort: page.ort, precision: direction.precision, onProgress: (files) => {
+  const load = () => Translator.load(bundle, { ort: page.ort, precision: direction.precision, fetch: cachedFetch, onProgress: (files) => {
     if (!announced) {
       announced = true;
       const size = files.reduce((sum, file) => sum + (file.bytes ?? 0), 0);
@@ -99,6 +123,14 @@ async function loadDirection(direction) {
     }
     for (const file of files) showProgress(`${direction.label}: ${file.name}`, file.loaded, file.bytes);
   } });
+  let translator;
+  try {
+    translator = await load();
+  } catch (error) {
+    if (!/sha256/.test(error.message) || !globalThis.caches) throw error;
+    await caches.delete(CACHE); // a file kept from an older bundle: fetch them all again
+    translator = await load();
+  }
   let confidence = null;
   const entry = translator.manifest.files?.["confidence.json"];
   if (entry) {
@@ -386,7 +418,7 @@ async function chooseDirection() {
 
 async function start() {
   try {
-    const response = await fetch("inspector.json");
+    const response = await fetch("inspector.json", { cache: "no-cache" });
     if (!response.ok) throw new Error(`inspector.json is missing (${response.status})`);
     page.settings = await response.json();
   } catch (error) {

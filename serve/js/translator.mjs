@@ -20,10 +20,10 @@ function isUrl(bundle) {
   return bundle instanceof URL || /^(https?|file|blob):/.test(String(bundle));
 }
 
-async function readBytes(bundle, name, onBytes = null) {
+async function readBytes(bundle, name, onBytes = null, fetchUrl = globalThis.fetch) {
   if (isUrl(bundle)) {
     const base = String(bundle).endsWith("/") ? String(bundle) : `${bundle}/`;
-    const response = await fetch(new URL(name, base));
+    const response = await fetchUrl(new URL(name, base));
     if (!response.ok) throw new BundleError(`${name} is listed in the manifest but missing (${response.status})`);
     if (!onBytes || !response.body) return new Uint8Array(await response.arrayBuffer());
     const chunks = [];
@@ -497,13 +497,14 @@ export class Translator {
    * sha256 of every file it reads, and names the file that is missing or changed. `ort` is onnxruntime-node or
    * onnxruntime-web (Node imports onnxruntime-node when it is not given); `threads` sets intra-op threads;
    * `precision: "int8"` searches with the bundle's int8 encoder and step graphs (Python's precision); `onProgress`
-   * is called with [{name, bytes, loaded}] for every file read, before the first byte and as the bytes arrive.
+   * is called with [{name, bytes, loaded}] for every file read, before the first byte and as the bytes arrive;
+   * `fetch` reads a URL (default globalThis.fetch; a page may pass one that keeps files in its Cache Storage).
    */
-  static async load(bundle, { ort, threads = 1, precision = "float32", onProgress = null } = {}) {
+  static async load(bundle, { ort, threads = 1, precision = "float32", onProgress = null, fetch = globalThis.fetch } = {}) {
     ort = ort ?? await import("onnxruntime-node");
     let manifest;
     try {
-      manifest = JSON.parse(new TextDecoder().decode(await readBytes(bundle, "manifest.json")));
+      manifest = JSON.parse(new TextDecoder().decode(await readBytes(bundle, "manifest.json", null, fetch)));
     } catch (error) {
       if (error instanceof BundleError) throw new BundleError(`no manifest.json in ${bundle}: not an exported bundle`);
       throw new BundleError(`${bundle}/manifest.json is not valid JSON: ${error.message}`);
@@ -527,7 +528,7 @@ export class Translator {
       const bytes = await readBytes(bundle, name, onProgress && ((loaded) => {
         progress[i].loaded = loaded;
         onProgress(progress.map((file) => ({ ...file })));
-      }));
+      }), fetch);
       const expected = manifest.files[name]?.sha256;
       if (!expected) throw new BundleError(`${name} is not listed in the manifest`);
       if (await sha256Hex(bytes) !== expected) {
