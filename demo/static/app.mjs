@@ -13,7 +13,7 @@ const MEAN = "mean";
 // A sentence to start from, per source language (the models know image descriptions).
 const EXAMPLES = { en: "Two young children are playing with a red ball on the grass.",
   de: "Zwei junge Kinder spielen auf dem Rasen mit einem roten Ball." };
-const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+const megabytes = (bytes) => (bytes < 1e5 ? `${(bytes / 1e3).toFixed(1)} kB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
 const page = { settings: null, ort: null, directions: new Map(), shown: null, view: { kind: "cross", layer: 0, head: MEAN },
   firstTranslation: true };
