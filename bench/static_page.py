@@ -1,4 +1,4 @@
-"""``python -m bench.static_page``: the static inspector (python -m demo.static) against the Gradio demo, on this machine.
+"""``python -m bench.static_page``: the static inspector (python -m demo.static) against the Gradio demo, here.
 
 Serves a freshly written static folder with ``python -m http.server`` on 127.0.0.1 and opens it in headless Chromium
 (/usr/bin/chromium): the bytes the first visit downloads and a second visit's (the browser's cache), the time from

@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an exported bundle folder; repeat for more (default: every models/*/onnx)")
     parser.add_argument("--title", default="attention-mt", help="the Space's title (default attention-mt)")
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32",
-                        help="the search graphs the page downloads: float32 (default: Python's tokens in every browser) "
-                             "or int8 where a bundle has them (smaller; onnxruntime-web's int8 output is not Python's)")
+                        help="the search graphs the page downloads: float32 (default: Python's tokens in every "
+                             "browser) or int8 where a bundle has them (smaller; onnxruntime-web's int8 output is not "
+                             "Python's)")
     parser.add_argument("--force", action="store_true", help="replace an existing folder")
     return parser
 

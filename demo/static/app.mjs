@@ -15,8 +15,7 @@ const EXAMPLES = { en: "Two young children are playing with a red ball on the gr
   de: "Zwei junge Kinder spielen auf dem Rasen mit einem roten Ball." };
 const megabytes = (bytes) => (bytes < 1e5 ? `${(bytes / 1e3).toFixed(1)} kB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
-const page = { settings: null, ort: null, directions: new Map(), shown: null, view: { kind: "cross", layer: 0, head: MEAN },
-  firstTranslation: true };
+const page = { settings: null, ort: null, directions: new Map(), shown: null, view: { kind: "cross", layer: 0, head: MEAN } };
 
 /** The one message a failed load leaves: what went wrong, in words, and nothing else on the page works. */
 function fail(error) {
@@ -24,7 +23,7 @@ function fail(error) {
   let message = `The translator could not load: ${text}`;
   if (typeof WebAssembly !== "object") {
     message = "This page needs WebAssembly, which this browser does not offer (or has switched off).";
-  } else if (error instanceof RangeError || /memory|allocation/i.test(text)) {
+  } else if (/out of memory|allocation failed|memory access out of bounds/i.test(text)) {
     message = "This device ran out of memory loading the model. Close other tabs or try a device with more memory.";
   }
   $("error").textContent = message;
@@ -215,8 +214,6 @@ async function translateOnce() {
     const timing = $("timing");
     timing.dataset.searchMs = (searched - started).toFixed(1);
     timing.dataset.attentionMs = (done - searched).toFixed(1);
-    if (page.firstTranslation) timing.dataset.firstMs = done.toFixed(0);
-    page.firstTranslation = false;
     timing.textContent = `Beam ${beam}${off.length ? `, ${off.length} head${off.length > 1 ? "s" : ""} off` : ""}: searched in `
       + `${(searched - started).toFixed(0)} ms (${direction.precision} graphs), every attention weight in ${(done - searched).toFixed(0)} ms, on this device.`;
     showAttention();

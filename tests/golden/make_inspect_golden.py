@@ -1,10 +1,11 @@
 """Write tests/golden/inspect.json: what Python returns for what the in-browser inspector shows, for serve/js to match.
 
-For each shipped bundle: translations with heads switched off (int8 search, as the static page runs, and float32),
-their token ids, per-token log-probabilities and confidence; every attention weight of every kind of a short
-sentence's translation (teacher-forced; finished or a partial hypothesis; heads off too); the input policy's cut of over-long texts (serve/policy.py's fit_text with the
-demo's limits) and bad_character's messages. serve/js/test/inspect.test.mjs compares serve/js with it;
-tests/test_static.py fails while the committed file differs from what this produces. Needs no torch.
+For each shipped bundle: translations with heads switched off (float32 search, the static page's default, and int8,
+which it offers), their token ids, per-token log-probabilities and confidence; every attention weight of every kind
+of a short sentence's translation (teacher-forced; finished or a partial hypothesis; heads off too); the input
+policy's cut of over-long texts (serve/policy.py's fit_text with the demo's limits) and bad_character's messages.
+serve/js/test/inspect.test.mjs compares serve/js with it; tests/test_static.py fails while the committed file differs
+from what this produces. Needs no torch.
 """
 
 from __future__ import annotations
