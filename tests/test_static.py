@@ -242,6 +242,39 @@ def test_the_page_translates_and_shows_every_head_like_python(site_url, python_t
             browser.close()
 
 
+def test_the_page_applies_the_input_policy(site_url, python_translators):
+    from playwright.sync_api import expect, sync_playwright
+
+    from demo.handlers import fit_source
+
+    long = "Ein Hund läuft über die Wiese und ein Mann wirft einen Ball. " * 20  # 260 tokens: cut to 128
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(site_url)
+            expect(page.locator("#state")).to_have_text("ready", timeout=120_000)
+            translator = python_translators["German → English"]["float32"]
+            page.locator("#source").fill(long)
+            page.locator("#translate").click()
+            expect(page.locator("#state")).to_have_text("done", timeout=120_000)
+            source, notices = fit_source(translator, long)  # the demo's cut and notice
+            assert page.locator("#translation").text_content() == translator.translate([source])[0].text
+            cut = page.locator("#notices li").first.text_content()
+            assert cut.startswith("⚠ The input has 260 subword tokens; the page translates at most 128, so it was cut to:")
+            assert cut.endswith(source) and notices[0].startswith("The input has 260 subword tokens")
+            for text, beam, message in (("", 5, "Type a sentence to translate (the input is empty)."),
+                                        ("Ein Hund.", 0, "The beam size must be a whole number from 1 to 8, got 0."),
+                                        ("Ein Hund.", 9, "The beam size must be a whole number from 1 to 8, got 9.")):
+                page.locator("#source").fill(text)
+                page.locator("#beam").fill(str(beam))
+                page.locator("#beam").press("Enter")  # the keyboard submits the form
+                expect(page.locator("#state")).to_have_text(message)
+                assert page.locator("#result").is_hidden() and page.locator("#inside").is_hidden()
+        finally:
+            browser.close()
+
+
 def test_int8_search_where_the_bundle_has_it(tmp_path):
     from demo.static import write_static
 

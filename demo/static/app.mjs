@@ -156,6 +156,13 @@ function say(message, kind = "") {
   $("state").className = kind;
 }
 
+/** Input the page cannot translate: its message, and no older translation left on view as if it were the answer. */
+function refuse(message) {
+  say(message, "error");
+  $("result").hidden = true;
+  $("inside").hidden = true;
+}
+
 /** Translate what the form says; a request while one runs is done once after it, with the form as it is then. */
 async function translate() {
   if (page.busy) {
@@ -181,12 +188,12 @@ async function translateOnce() {
   const most = Math.min(maxBeams, translator.backend.topK / 2);
   const beam = Number($("beam").value);
   if (!Number.isInteger(beam) || beam < 1 || beam > most) {
-    say(`The beam size must be a whole number from 1 to ${most}, got ${$("beam").value || "nothing"}.`, "error");
+    refuse(`The beam size must be a whole number from 1 to ${most}, got ${$("beam").value || "nothing"}.`);
     return;
   }
   const text = $("source").value;
   if (!translator.tokenizer.normalize(text)) {
-    say("Type a sentence to translate (the input is empty).", "error");
+    refuse("Type a sentence to translate (the input is empty).");
     return;
   }
   const fitted = fitText(translator, text, { maxChars, maxTokens }, { cut: true });
@@ -223,7 +230,7 @@ async function translateOnce() {
     document.body.dataset.translations = Number(document.body.dataset.translations ?? 0) + 1;
     document.body.dataset.headsOff = off.join(" ");
   } catch (error) {
-    say(String(error.message ?? error), "error");
+    refuse(String(error.message ?? error));
   } finally {
     $("translate").disabled = false;
   }
