@@ -2,7 +2,7 @@
 // this tab), translates with the project's input policy and shows every attention head, the alignment, the beam
 // search and heads switched off. Written by python -m demo.static; see docs/static.md.
 
-import { Translator } from "./js/translator.mjs";
+import { responseBytes, sha256Hex, Translator } from "./js/translator.mjs";
 import { ConfidenceModel, fitText, pathTo } from "./js/inspect.mjs";
 import { alignment, beamTree, heatmap, svg, thumbnail } from "./views.mjs";
 
@@ -73,23 +73,7 @@ async function cachedFetch(url) {
 async function fetchBytes(url, name, total) {
   const response = await cachedFetch(url);
   if (!response.ok) throw new Error(`${name} is missing (${response.status})`);
-  const chunks = [];
-  let loaded = 0;
-  for (const reader = response.body.getReader(); ;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    showProgress(name, loaded, total);
-  }
-  const bytes = new Uint8Array(loaded);
-  chunks.reduce((offset, chunk) => { bytes.set(chunk, offset); return offset + chunk.length; }, 0);
-  return bytes;
-}
-
-async function sha256(bytes) {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return responseBytes(response, (loaded) => showProgress(name, loaded, total));
 }
 
 /** The runtime: onnxruntime-web on one thread, its WebAssembly fetched here so that its bytes show. */
@@ -100,10 +84,10 @@ async function loadRuntime() {
   ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which static hosts rarely give
   const url = new URL(wasm, location.href), name = `runtime: ${wasm.split("/").pop()}`;
   let binary = await fetchBytes(url, name, bytes);
-  if (await sha256(binary) !== expected) { // a runtime kept from an older version of the page
-    await (await caches.open(CACHE)).delete(url);
+  if (await sha256Hex(binary) !== expected) { // a runtime kept from an older version of the page
+    if (globalThis.caches) await (await caches.open(CACHE)).delete(url);
     binary = await fetchBytes(url, name, bytes);
-    if (await sha256(binary) !== expected) throw new Error(`${wasm} does not match its sha256 in inspector.json`);
+    if (await sha256Hex(binary) !== expected) throw new Error(`${wasm} does not match its sha256 in inspector.json`);
   }
   ort.env.wasm.wasmBinary = binary;
   return ort;
@@ -134,7 +118,7 @@ async function loadDirection(direction) {
   const entry = translator.manifest.files?.["confidence.json"];
   if (entry) {
     const bytes = await fetchBytes(new URL("confidence.json", bundle), `${direction.label}: confidence.json`, entry.bytes);
-    if (await sha256(bytes) !== entry.sha256) throw new Error(`${direction.bundle}confidence.json does not match its sha256 in the manifest`);
+    if (await sha256Hex(bytes) !== entry.sha256) throw new Error(`${direction.bundle}confidence.json does not match its sha256 in the manifest`);
     confidence = new ConfidenceModel(JSON.parse(new TextDecoder().decode(bytes)));
   }
   const loaded = { direction, translator, confidence };

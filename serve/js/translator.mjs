@@ -20,24 +20,29 @@ function isUrl(bundle) {
   return bundle instanceof URL || /^(https?|file|blob):/.test(String(bundle));
 }
 
+/** A fetch response's body as bytes; onBytes(loaded) hears the count as the chunks arrive. */
+export async function responseBytes(response, onBytes = null) {
+  if (!onBytes || !response.body) return new Uint8Array(await response.arrayBuffer());
+  const chunks = [];
+  let loaded = 0;
+  for (const reader = response.body.getReader(); ;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    onBytes(loaded);
+  }
+  const bytes = new Uint8Array(loaded);
+  chunks.reduce((offset, chunk) => { bytes.set(chunk, offset); return offset + chunk.length; }, 0);
+  return bytes;
+}
+
 async function readBytes(bundle, name, onBytes = null, fetchUrl = globalThis.fetch) {
   if (isUrl(bundle)) {
     const base = String(bundle).endsWith("/") ? String(bundle) : `${bundle}/`;
     const response = await fetchUrl(new URL(name, base));
     if (!response.ok) throw new BundleError(`${name} is listed in the manifest but missing (${response.status})`);
-    if (!onBytes || !response.body) return new Uint8Array(await response.arrayBuffer());
-    const chunks = [];
-    let loaded = 0;
-    for (const reader = response.body.getReader(); ;) { // read in chunks to report the bytes as they arrive
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      loaded += value.length;
-      onBytes(loaded);
-    }
-    const bytes = new Uint8Array(loaded);
-    chunks.reduce((offset, chunk) => { bytes.set(chunk, offset); return offset + chunk.length; }, 0);
-    return bytes;
+    return responseBytes(response, onBytes);
   }
   const { readFile } = await import("node:fs/promises");
   const { join } = await import("node:path");
@@ -51,7 +56,8 @@ async function readBytes(bundle, name, onBytes = null, fetchUrl = globalThis.fet
   }
 }
 
-async function sha256Hex(bytes) {
+/** The sha256 of bytes as hex (Web Crypto: Node and browsers), as the manifest writes it. */
+export async function sha256Hex(bytes) {
   const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
