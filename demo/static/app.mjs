@@ -200,7 +200,7 @@ async function translateOnce() {
       const count = result.unknownCharacters;
       notices.unshift(`${count} character${count > 1 ? "s" : ""} of the input ${count > 1 ? "are" : "is"} unknown to the model (never seen in training; shown as <unk>) and ignored by the translation.`);
     }
-    page.shown = { translator, direction, result, attention, off, source: fitted.text };
+    page.shown = { translator, direction, result, attention, off, source: fitted.text, pictures: new Map() };
     showResult(result, confidence?.assess(result, translator) ?? null, notices, direction);
     const timing = $("timing");
     timing.dataset.searchMs = (searched - started).toFixed(1);
@@ -252,6 +252,13 @@ function matrixOf(kind, layer, head) {
   return head === MEAN ? meanOfHeads(heads) : heads[head];
 }
 
+/** A head's picture for the grid, painted once per translation (choosing a head redraws the grid, not the pictures). */
+function picture(kind, layer, head, size) {
+  const key = `${kind}.${layer}.${head}`, { pictures } = page.shown;
+  if (!pictures.has(key)) pictures.set(key, thumbnail(matrixOf(kind, layer, head), size));
+  return pictures.get(key).cloneNode(true);
+}
+
 function fillSelect(select, values, chosen, name) {
   select.replaceChildren(...values.map((value) => new Option(value === MEAN ? "mean of the heads" : `${name} ${value + 1}`, value)));
   select.value = String(chosen);
@@ -289,7 +296,7 @@ function showAttention() {
       const cell = svg("g", { class: `head${current ? " current" : ""}${isOff ? " off" : ""}`, tabindex: 0, role: "button",
         "data-kind": kind, "data-layer": l, "data-head": head, transform: `translate(${left + h * (size + gap)} ${top + l * (size + gap)})`,
         "aria-label": `${KINDS[kind]}, layer ${l + 1}, ${head === MEAN ? "mean of the heads" : `head ${head + 1}`}${isOff ? " (switched off)" : ""}` },
-      thumbnail(matrixOf(kind, l, head), size), svg("rect", { class: "frame", width: size, height: size }));
+      picture(kind, l, head, size), svg("rect", { class: "frame", width: size, height: size }));
       const choose = () => { page.view.layer = l; page.view.head = head; showAttention(); $("grid").querySelector(`g[data-layer="${l}"][data-head="${head}"]`)?.focus(); };
       cell.addEventListener("click", choose);
       cell.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); choose(); } });
