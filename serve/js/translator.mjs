@@ -20,12 +20,29 @@ function isUrl(bundle) {
   return bundle instanceof URL || /^(https?|file|blob):/.test(String(bundle));
 }
 
-async function readBytes(bundle, name) {
+/** A fetch response's body as bytes; onBytes(loaded) hears the count as the chunks arrive. */
+export async function responseBytes(response, onBytes = null) {
+  if (!onBytes || !response.body) return new Uint8Array(await response.arrayBuffer());
+  const chunks = [];
+  let loaded = 0;
+  for (const reader = response.body.getReader(); ;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    onBytes(loaded);
+  }
+  const bytes = new Uint8Array(loaded);
+  chunks.reduce((offset, chunk) => { bytes.set(chunk, offset); return offset + chunk.length; }, 0);
+  return bytes;
+}
+
+async function readBytes(bundle, name, onBytes = null, fetchUrl = globalThis.fetch) {
   if (isUrl(bundle)) {
     const base = String(bundle).endsWith("/") ? String(bundle) : `${bundle}/`;
-    const response = await fetch(new URL(name, base));
+    const response = await fetchUrl(new URL(name, base));
     if (!response.ok) throw new BundleError(`${name} is listed in the manifest but missing (${response.status})`);
-    return new Uint8Array(await response.arrayBuffer());
+    return responseBytes(response, onBytes);
   }
   const { readFile } = await import("node:fs/promises");
   const { join } = await import("node:path");
@@ -39,7 +56,8 @@ async function readBytes(bundle, name) {
   }
 }
 
-async function sha256Hex(bytes) {
+/** The sha256 of bytes as hex (Web Crypto: Node and browsers), as the manifest writes it. */
+export async function sha256Hex(bytes) {
   const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -292,29 +310,32 @@ class OnnxBackend {
     return { data, width };
   }
 
-  /** Every head on: a head mask [rows, layers, heads] of ones for the graphs' {kind}_head_mask inputs. */
-  headMask(rows, layers) {
+  /** A head mask [rows, layers, heads] for the graphs' {kind}_head_mask inputs: `off` (a [layers, heads] array of
+   * 1 and 0, see headMasks) repeated per row, or every head on (ones) when it is null. */
+  headMask(rows, layers, off = null) {
     const H = this.config.n_heads;
-    return new this.ort.Tensor("float32", new Float32Array(rows * layers * H).fill(1), [rows, layers, H]);
+    const data = new Float32Array(rows * layers * H).fill(1);
+    if (off) for (let row = 0; row < rows; row++) data.set(off, row * layers * H);
+    return new this.ort.Tensor("float32", data, [rows, layers, H]);
   }
 
-  async encode(sources) {
+  async encode(sources, masks = null) {
     const { data, width } = this.padBatch(sources, this.config.pad_id);
     const outputs = await this.sessions.encoder.run({
       source_ids: new this.ort.Tensor("int64", data, [sources.length, width]),
-      encoder_head_mask: this.headMask(sources.length, this.config.n_encoder_layers) });
+      encoder_head_mask: this.headMask(sources.length, this.config.n_encoder_layers, masks?.encoder) });
     return { outputs, width };
   }
 
-  async start(sources) {
-    const { outputs, width } = await this.encode(sources);
+  async start(sources, masks = null) {
+    const { outputs, width } = await this.encode(sources, masks);
     const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads;
     const layerSize = B * H * width * this.dHead; // cross_keys is [L, B, H, S, d_head]
     const split = (tensor) => Array.from({ length: L }, (_, l) => tensor.data.slice(l * layerSize, (l + 1) * layerSize));
     const mask = new Uint8Array(B * width);
     sources.forEach((s, row) => mask.fill(1, row * width, row * width + s.length));
     const empty = Array.from({ length: L }, () => new Float32Array(0));
-    return { rows: B, sourceLength: width, pastLength: 0, sentences: sources.map((_, i) => i), mask,
+    return { rows: B, sourceLength: width, pastLength: 0, sentences: sources.map((_, i) => i), mask, masks,
       selfKeys: empty, selfValues: empty, crossKeys: split(outputs.cross_keys), crossValues: split(outputs.cross_values) };
   }
 
@@ -327,8 +348,8 @@ class OnnxBackend {
     const feeds = {
       target_ids: new Tensor("int64", BigInt64Array.from(lastTokens, BigInt), [N, 1]),
       source_mask: new Tensor("bool", state.mask, [N, S]),
-      decoder_head_mask: this.headMask(N, this.config.n_decoder_layers),
-      cross_head_mask: this.headMask(N, this.config.n_decoder_layers),
+      decoder_head_mask: this.headMask(N, this.config.n_decoder_layers, state.masks?.decoder),
+      cross_head_mask: this.headMask(N, this.config.n_decoder_layers, state.masks?.cross),
       top_k: new Tensor("int64", BigInt64Array.from([BigInt(k)]), []),
     };
     for (let l = 0; l < this.config.n_decoder_layers; l++) {
@@ -361,7 +382,7 @@ class OnnxBackend {
   }
 
   /** One pass of the teacher-forced graph over padded sources and decoder inputs: its outputs, S and T. */
-  async teacherForced(sources, decoderInputs) {
+  async teacherForced(sources, decoderInputs, masks = null) {
     const { Tensor } = this.ort;
     const source = this.padBatch(sources, this.config.pad_id);
     const target = this.padBatch(decoderInputs, this.config.pad_id);
@@ -369,19 +390,20 @@ class OnnxBackend {
     const out = await this.sessions.teacher_forced.run({
       source_ids: new Tensor("int64", source.data, [B, source.width]),
       target_ids: new Tensor("int64", target.data, [B, target.width]),
-      encoder_head_mask: this.headMask(B, encoderLayers), decoder_head_mask: this.headMask(B, decoderLayers),
-      cross_head_mask: this.headMask(B, decoderLayers) });
+      encoder_head_mask: this.headMask(B, encoderLayers, masks?.encoder),
+      decoder_head_mask: this.headMask(B, decoderLayers, masks?.decoder),
+      cross_head_mask: this.headMask(B, decoderLayers, masks?.cross) });
     return { out, width: source.width, T: target.width };
   }
 
   /** Each prefix token's log-probability after the tokens before it (Python's forced_tokens): [[token, logProb]]. */
-  async forcedTokens(sources, prefixes) {
+  async forcedTokens(sources, prefixes, masks = null) {
     const rows = prefixes.flatMap((prefix, row) => (prefix.length ? [row] : []));
     const forced = prefixes.map(() => []);
     if (!rows.length) return forced;
     const { bos_id: bos, vocab_size: V } = this.config;
     const { out, T } = await this.teacherForced(rows.map((row) => sources[row]),
-      rows.map((row) => [bos, ...prefixes[row].slice(0, -1)]));
+      rows.map((row) => [bos, ...prefixes[row].slice(0, -1)]), masks);
     const logits = out.logits.data; // [R, T, V]
     rows.forEach((row, r) => {
       forced[row] = prefixes[row].map((token, t) => {
@@ -396,8 +418,8 @@ class OnnxBackend {
   }
 
   /** Teacher-forced cross-attention of the chosen tokens: [layers][heads][T][S] per sentence. */
-  async crossAttention(sources, decoderInputs) {
-    const { out, width, T } = await this.teacherForced(sources, decoderInputs);
+  async crossAttention(sources, decoderInputs, masks = null) {
+    const { out, width, T } = await this.teacherForced(sources, decoderInputs, masks);
     const B = sources.length, L = this.config.n_decoder_layers, H = this.config.n_heads;
     const weights = out.cross_attentions.data; // [L, B, H, T, S]
     return sources.map((source, b) => Array.from({ length: L }, (_, l) => Array.from({ length: H }, (_, h) =>
@@ -406,6 +428,53 @@ class OnnxBackend {
         return Array.from(weights.subarray(offset, offset + source.length));
       }))));
   }
+
+  /** Teacher-forced attention of every kind for one source and its decoder inputs (Python's attention_of):
+   * {encoder [layers][heads][S][S], decoder [layers][heads][T][T], cross [layers][heads][T][S]}. */
+  async attend(source, decoderInputs, masks = null) {
+    const { out } = await this.teacherForced([source], [decoderInputs], masks);
+    const S = source.length, T = decoderInputs.length, H = this.config.n_heads;
+    const matrices = (tensor, layers, rows, columns) => Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: H }, (_, h) => Array.from({ length: rows }, (_, r) => { // tensor is [L, 1, H, rows, columns]
+        const offset = ((l * H + h) * rows + r) * columns;
+        return Array.from(tensor.data.subarray(offset, offset + columns));
+      })));
+    return { encoder: matrices(out.encoder_attentions, this.config.n_encoder_layers, S, S),
+      decoder: matrices(out.decoder_attentions, this.config.n_decoder_layers, T, T),
+      cross: matrices(out.cross_attentions, this.config.n_decoder_layers, T, S) };
+  }
+}
+
+export const HEAD_KINDS = ["encoder", "decoder", "cross"];
+
+/**
+ * Python's HeadMask.switched_off (core/heads.py): the heads `headsOff` names ([kind, layer, head] triples or
+ * "kind.layer.head" strings, counted from 0) switched off, as {encoder, decoder, cross} Float32Arrays
+ * [layers * heads] of 1 and 0; null when the list is empty. A wrong entry is a RangeError with Python's message.
+ */
+export function headMasks(config, headsOff) {
+  if (headsOff === null || headsOff === undefined) return null;
+  if (!Array.isArray(headsOff)) throw new RangeError("heads_off must be a list of (kind, layer, head) entries");
+  if (headsOff.length === 0) return null;
+  const H = config.n_heads;
+  const layers = { encoder: config.n_encoder_layers, decoder: config.n_decoder_layers, cross: config.n_decoder_layers };
+  const masks = Object.fromEntries(HEAD_KINDS.map((kind) => [kind, new Float32Array(layers[kind] * H).fill(1)]));
+  for (const entry of headsOff) {
+    let parts = typeof entry === "string" ? entry.split(".") : entry;
+    if (!Array.isArray(parts) || parts.length !== 3) {
+      throw new RangeError(`a head is (kind, layer, head) or 'kind.layer.head', got ${JSON.stringify(entry)}`);
+    }
+    if (typeof entry === "string") parts = parts.map((part) => (/^[0-9]+$/.test(part) ? Number(part) : part));
+    const [kind, layer, head] = parts;
+    if (!HEAD_KINDS.includes(kind)) throw new RangeError(`head kind must be one of ${HEAD_KINDS.join(", ")}, got ${JSON.stringify(kind)}`);
+    for (const [name, value, count] of [["layer", layer, layers[kind]], ["head", head, H]]) {
+      if (!Number.isInteger(value) || value < 0 || value >= count) {
+        throw new RangeError(`${kind} ${name} must be an integer from 0 to ${count - 1}, got ${JSON.stringify(value)}`);
+      }
+    }
+    masks[kind][layer * H + head] = 0;
+  }
+  return masks;
 }
 
 export class Translator {
@@ -432,13 +501,16 @@ export class Translator {
   /**
    * Load a bundle: a folder (Node) or a URL (browser and Node). Checks the manifest's format and version and the
    * sha256 of every file it reads, and names the file that is missing or changed. `ort` is onnxruntime-node or
-   * onnxruntime-web (Node imports onnxruntime-node when it is not given); `threads` sets intra-op threads.
+   * onnxruntime-web (Node imports onnxruntime-node when it is not given); `threads` sets intra-op threads;
+   * `precision: "int8"` searches with the bundle's int8 encoder and step graphs (Python's precision); `onProgress`
+   * is called with [{name, bytes, loaded}] for every file read, before the first byte and as the bytes arrive;
+   * `fetch` reads a URL (default globalThis.fetch; a page may pass one that keeps files in its Cache Storage).
    */
-  static async load(bundle, { ort, threads = 1 } = {}) {
+  static async load(bundle, { ort, threads = 1, precision = "float32", onProgress = null, fetch = globalThis.fetch } = {}) {
     ort = ort ?? await import("onnxruntime-node");
     let manifest;
     try {
-      manifest = JSON.parse(new TextDecoder().decode(await readBytes(bundle, "manifest.json")));
+      manifest = JSON.parse(new TextDecoder().decode(await readBytes(bundle, "manifest.json", null, fetch)));
     } catch (error) {
       if (error instanceof BundleError) throw new BundleError(`no manifest.json in ${bundle}: not an exported bundle`);
       throw new BundleError(`${bundle}/manifest.json is not valid JSON: ${error.message}`);
@@ -447,9 +519,22 @@ export class Translator {
     if (manifest.format_version !== BUNDLE_FORMAT_VERSION) {
       throw new BundleError(`${bundle} has format_version ${manifest.format_version}; this version reads ${BUNDLE_FORMAT_VERSION}`);
     }
+    if (!["float32", "int8"].includes(precision)) throw new RangeError(`precision must be "float32" or "int8", got ${JSON.stringify(precision)}`);
+    // The step graphs of the chosen precision (Python's graph_key); teacher_forced is float32 in every bundle.
+    const graphKeys = Object.fromEntries(GRAPHS.map((g) => [g, precision === "int8" && g !== "teacher_forced" ? `${g}_int8` : g]));
+    for (const key of Object.values(graphKeys)) {
+      if (!manifest.graphs?.[key]) throw new BundleError(`${bundle} has no ${key} graph: export it with int8 graphs or use float32`);
+    }
+    const names = [...Object.values(graphKeys).map((key) => manifest.graphs[key].file), manifest.tokenizer, "config.json"];
+    // onProgress([{name, bytes, loaded}]): every file this load reads, before the first byte and as bytes arrive.
+    const progress = names.map((name) => ({ name, bytes: manifest.files?.[name]?.bytes ?? null, loaded: 0 }));
+    onProgress?.(progress.map((file) => ({ ...file })));
     const files = {};
-    for (const name of [...GRAPHS.map((g) => manifest.graphs[g].file), manifest.tokenizer, "config.json"]) {
-      const bytes = await readBytes(bundle, name);
+    for (const [i, name] of names.entries()) {
+      const bytes = await readBytes(bundle, name, onProgress && ((loaded) => {
+        progress[i].loaded = loaded;
+        onProgress(progress.map((file) => ({ ...file })));
+      }), fetch);
       const expected = manifest.files[name]?.sha256;
       if (!expected) throw new BundleError(`${name} is not listed in the manifest`);
       if (await sha256Hex(bytes) !== expected) {
@@ -474,7 +559,7 @@ export class Translator {
     if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
       throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
     }
-    for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graph].file], options);
+    for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graphKeys[graph]].file], options);
     return new Translator(new OnnxBackend(ort, sessions, config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
   }
 
@@ -491,18 +576,38 @@ export class Translator {
   get maxSourceTokens() { return this.config.max_positions - 1; }
 
   /**
+   * Every layer's and head's attention of every kind for `text` translated as `tokenIds` (Python's Attention):
+   * {sourceTokens (the source subwords and </s>), targetTokens (tokenIds, then </s> when `finished`), encoder
+   * [layers][heads][S][S], decoder [layers][heads][T][T], cross [layers][heads][T][S]}, row t being the step that
+   * produced targetTokens[t]; one teacher-forced pass, with the heads `headsOff` names switched off (see headMasks).
+   * A beam-search node's partial hypothesis (finished false) gives that node's attention in its last rows.
+   */
+  async attend(text, tokenIds, { finished = true, headsOff = null } = {}) {
+    const masks = headMasks(this.config, headsOff);
+    const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
+    const source = [...this.tokenizer.encode(text), eos];
+    if (source.length > maxPositions) throw new RangeError(`the source has ${source.length} tokens, more than the model's max_positions (${maxPositions})`);
+    const output = [...tokenIds, ...(finished ? [eos] : [])];
+    if (!output.length || output.length > maxPositions) throw new RangeError(`a translation of 1 to ${maxPositions} tokens (EOS included) is needed, got ${output.length}`);
+    const weights = await this.backend.attend(source, [bos, ...output.slice(0, -1)], masks);
+    return { sourceTokens: this.tokenizer.tokens(source), targetTokens: this.tokenizer.tokens(output), ...weights };
+  }
+
+  /**
    * Translate texts, returned in input order: {source, text, tokens, tokenIds, score, unknownCharacters,
    * hypotheses, crossAttention?}. beamSize 1 is greedy; the output has at most a n + b tokens (EOS counted; a and b
    * from the manifest's search rule, 1.5 and 10 for the shipped bundles) and
    * at most maxLength. An empty text gives "". A source over maxSourceTokens is an error. returnAttention adds the
    * cross-attention of the chosen tokens, [layers][heads][steps][source tokens]; recordBeams adds `beams`, every
    * step of the search (see beamSearch's records; Python's BeamRecord); targetPrefix, one entry per text (null, a
-   * text or an array of subword tokens), is the start each translation must take (Python's target_prefix).
+   * text or an array of subword tokens), is the start each translation must take (Python's target_prefix);
+   * headsOff switches attention heads off for the whole search (Python's heads_off, see headMasks).
    */
   async translate(texts, { beamSize = 5, lengthPenalty = 1.0, maxLength = null, nBest = 1, batchSize = 32,
-    returnAttention = false, recordBeams = false, targetPrefix = null } = {}) {
+    returnAttention = false, recordBeams = false, targetPrefix = null, headsOff = null } = {}) {
     if (typeof texts === "string") throw new TypeError("translate() takes an array of texts; wrap a single text in one");
     checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, this.backend.topK / 2);
+    const masks = headMasks(this.config, headsOff);
     const prefixes = this.prefixIds(texts, targetPrefix);
     const { eos_id: eos, bos_id: bos, max_positions: maxPositions } = this.config;
     const encoded = texts.map((text, i) => {
@@ -528,12 +633,12 @@ export class Translator {
       const batch = order.slice(start, start + batchSize);
       const sources = batch.map((i) => encoded[i]);
       const maxLengths = sources.map(longest);
-      const forced = prefixes ? await this.backend.forcedTokens(sources, batch.map((i) => prefixes[i])) : null;
-      const state = await this.backend.start(sources);
+      const forced = prefixes ? await this.backend.forcedTokens(sources, batch.map((i) => prefixes[i]), masks) : null;
+      const state = await this.backend.start(sources, masks);
       const records = recordBeams ? [] : null;
       const found = await beamSearch(this.backend, state, maxLengths, { beamSize, lengthPenalty, nBest, records, forced });
       const attention = returnAttention ? await this.backend.crossAttention(sources, found.map(([best]) =>
-        [bos, ...best.tokenIds, ...(best.finished ? [eos] : [])].slice(0, -1))) : null;
+        [bos, ...best.tokenIds, ...(best.finished ? [eos] : [])].slice(0, -1)), masks) : null;
       batch.forEach((i, b) => {
         const best = found[b][0];
         results[i] = { source: texts[i], text: this.tokenizer.decode(best.tokenIds), tokens: this.tokenizer.tokens(best.tokenIds),
