@@ -17,7 +17,7 @@ TORCH_FREE_CORE = ["core", "core.bundle", "core.confidence", "core.config", "cor
 TORCH_CORE = ["core.attention", "core.checkpoint", "core.decoding", "core.evaluate", "core.model", "core.train",
               "core.__main__"]
 SERVE = ["serve", "serve.__main__", "serve.api", "serve.arguments", "serve.batcher", "serve.calibrate", "serve.loadtest",
-         "serve.policy", "serve.schemas", "serve.server", "serve.translator", "serve.validation"]
+         "serve.policy", "serve.schemas", "serve.sentences", "serve.server", "serve.translator", "serve.validation"]
 DEMO = ["demo", "demo.app", "demo.beamtree", "demo.figures", "demo.handlers", "demo.heads", "demo.inside",
         "demo.lesson", "demo.space"]
 
