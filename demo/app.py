@@ -48,7 +48,9 @@ dictionary (16,000 sentences). They translate captions well and short, simple ev
 right; they are tiny (2.35 M parameters), so on idioms, news, long or technical text they will make confident
 mistakes. The **Confidence** line under each translation says when a sentence does not look like the captions the
 models translate well: treat those translations with care."""
-LESSON_INTRO = """The article's worked example: the sentence **"Transformer is powerful"**, three tokens with
+LESSON_INTRO = """The worked example of the article this project started from, *Transformer注意力机制的发展历程与里程碑*
+("The history and milestones of the Transformer's attention", in Chinese), which explains the formulas of "Attention
+Is All You Need" (Vaswani et al., 2017): the sentence **"Transformer is powerful"**, three tokens with
 3-dimensional embeddings, the article's positional vectors added, and one attention head with d_k = d_v = 3. The
 projections W^Q, W^K, W^V are random (standard normal): change the seed to draw others. Every number below is computed
 live by `demo/lesson.py`. (The article's positional vectors are illustrative; the model itself adds the sinusoidal

@@ -1,5 +1,8 @@
 """The article's worked example of self-attention, step by step, and the positional-encoding table (no Gradio).
 
+The article is the project's seed, "Transformer注意力机制的发展历程与里程碑" (in Chinese), on the formulas of
+"Attention Is All You Need" (Vaswani et al., 2017).
+
 "Transformer is powerful": three tokens with 3-dimensional embeddings, plus the article's positional vectors, one
 head with d_k = d_v = 3, and Q, K, V from random projections seeded by the user.
 """

@@ -1424,3 +1424,9 @@ def test_the_keyboard_path_on_a_phone(app_url, directions):
             assert toolbar == []  # none rendered, so none can take the focus
         finally:
             browser.close()
+
+
+def test_the_worked_example_names_its_article():
+    from demo.app import LESSON_INTRO
+
+    assert "Transformer注意力机制的发展历程与里程碑" in LESSON_INTRO and "Attention Is All You Need" in LESSON_INTRO
