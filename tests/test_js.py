@@ -22,24 +22,25 @@ JS = ROOT / "serve" / "js"
 GOLDEN = ROOT / "tests" / "golden"
 
 
-def make_golden():
-    """tests/golden/make_golden.py as a module (the folder is no package)."""
-    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+def make_golden(script: str = "make_golden.py"):
+    """A golden-file writer of tests/golden as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), GOLDEN / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_golden_file_is_what_python_does_now():
-    module = make_golden()
+@pytest.mark.parametrize("script", ["make_golden.py", "make_sentences_golden.py"])
+def test_golden_file_is_what_python_does_now(script):
+    module = make_golden(script)
     assert module.dumps(module.golden()) == module.GOLDEN.read_text(encoding="utf-8"), (
-        "tests/golden/input_policy.json is stale: run python tests/golden/make_golden.py")
+        f"{module.GOLDEN.relative_to(ROOT)} is stale: run python tests/golden/{script}")
 
 
 @pytest.fixture(scope="module")
 def node_modules():
     assert shutil.which("node") and shutil.which("npm"), "Node 20 and npm are needed for serve/js"
-    if not (JS / "node_modules" / "onnxruntime-web").is_dir():
+    if not all((JS / "node_modules" / package).is_dir() for package in ("onnxruntime-web", "sentencex-wasm")):
         subprocess.run(["npm", "ci", "--onnxruntime-node-install=skip", "--no-audit", "--no-fund"], cwd=JS, check=True,
                        timeout=900)
     return JS / "node_modules"

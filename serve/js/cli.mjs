@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-// node serve/js/cli.mjs --model models/en-de/onnx [--beam 5] [--length-penalty 1.0] [--batch-size 32] < in.txt > out.txt
+// node serve/js/cli.mjs --model models/en-de/onnx [--beam 5] [--length-penalty 1.0] [--batch-size 32] [--split-sentences] < in.txt > out.txt
 // One line in, one line out, in order; empty lines stay empty; errors are one line on stderr with exit status 1.
+// --split-sentences translates each line sentence by sentence (sentences.mjs, Python's --split-sentences).
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { translateParagraphs } from "./sentences.mjs";
 import { Translator } from "./translator.mjs";
 
-const usage = "usage: node cli.mjs --model BUNDLE [--beam N] [--length-penalty X] [--batch-size N] < in.txt > out.txt";
+const usage = "usage: node cli.mjs --model BUNDLE [--beam N] [--length-penalty X] [--batch-size N] [--split-sentences] < in.txt > out.txt";
 
 /** Lines of UTF-8 bytes as Python's core.data.decode_lines reads them: a BOM is kept, an error names the line. */
 function readLines(bytes, name) {
@@ -30,7 +32,7 @@ async function main() {
   try {
     ({ values } = parseArgs({ options: { model: { type: "string" }, beam: { type: "string", default: "5" },
       "length-penalty": { type: "string", default: "1.0" }, "batch-size": { type: "string", default: "32" },
-      help: { type: "boolean", default: false } } }));
+      "split-sentences": { type: "boolean", default: false }, help: { type: "boolean", default: false } } }));
   } catch (error) {
     throw new Error(`${error.message}\n${usage}`);
   }
@@ -46,7 +48,8 @@ async function main() {
       throw new Error(`<stdin>:${i + 1}: ${tokens} tokens, more than the model's ${translator.maxSourceTokens}`);
     }
   });
-  const results = await translator.translate(lines, options);
+  const results = values["split-sentences"] ? await translateParagraphs(translator, lines, options)
+    : await translator.translate(lines, options);
   process.stdout.write(results.map((r) => `${r.text}\n`).join(""));
 }
 
