@@ -6,10 +6,10 @@ imported only when a backend is built.
 A bundle folder holds ``manifest.json``, ``encoder.onnx`` and ``decoder_step.onnx`` (the search: cross keys/values
 once per source, then one step at a time with per-layer caches in and out, log-softmax and top-k inside),
 ``teacher_forced.onnx`` (encode and decode given tokens at once, with every attention weight and trace; only for
-``return_attention``, ``return_trace``, ``target_prefix`` and the export's checks), ``config.json`` and
-``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). The row-wise int8 copies ``encoder.int8.onnx``
-and ``decoder_step.int8.onnx`` serve ``precision="int8"``. Loading verifies the sha256 of every file it reads against
-the manifest first.
+``return_attention``, ``return_trace``, ``target_prefix`` and the export's checks; loaded on first use),
+``config.json`` and ``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). The row-wise int8 copies
+``encoder.int8.onnx`` and ``decoder_step.int8.onnx`` serve ``precision="int8"``.
+Loading verifies the sha256 of every file it reads against the manifest first.
 A calibrated bundle also lists ``confidence.json`` (written by ``python -m serve.calibrate``, added to the manifest
 with :func:`add_to_manifest`); a bundle without it translates with ``confidence=None``.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ BUNDLE_FORMAT = "attention-mt-onnx"
 # teacher_forced.onnx (in place of decoder.onnx) returns the attention weights and traces
 BUNDLE_FORMAT_VERSION = 4
 GRAPHS = ("encoder", "decoder_step", "teacher_forced")
+SEARCH_GRAPHS = ("encoder", "decoder_step")  # loaded at start-up; teacher_forced on first use
 ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
 PRECISIONS = ("float32", "int8")
 INT8_GRAPHS = ("encoder", "decoder_step")  # row-wise int8 copies (export/int8.py); teacher_forced.onnx stays float32
@@ -160,23 +162,36 @@ class OnnxBackend:
         self.same_length_batches = same_length_batches
         self.top_k = top_k
         self.max_beam_size = top_k // 2
-        options = onnxruntime.SessionOptions()
+        self.graphs = graphs
+        self.options = onnxruntime.SessionOptions()
         if threads:
-            options.intra_op_num_threads = threads
+            self.options.intra_op_num_threads = threads
         # Idle threads sleep instead of spinning: on a small CPU a spinning pool takes the cores that the search
         # loop, the HTTP server and other sessions need (measured here: ~5% less offline speed for ~40% less CPU).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        sessions = []
-        for name in GRAPHS:
-            try:
-                sessions.append(onnxruntime.InferenceSession(str(graphs[name]), options, providers=providers))
-            except Exception as error:  # onnxruntime's own exception types differ between versions
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise BundleError(f"{graphs[name]} is not a graph onnxruntime can load: {first_line}") from error
-        self.encoder, self.decoder_step, self.teacher_forced_graph = sessions
+        self.options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.encoder, self.decoder_step = (self.session(name) for name in SEARCH_GRAPHS)
         self.step_outputs = [output.name for output in self.decoder_step.get_outputs()]
-        self.teacher_forced_outputs = [output.name for output in self.teacher_forced_graph.get_outputs()]
+        self._teacher_forced_graph = None
+        self._teacher_forced_lock = threading.Lock()
+
+    def session(self, name: str):
+        """An onnxruntime session of graph ``name``; BundleError when onnxruntime cannot load the file."""
+        import onnxruntime
+
+        try:
+            return onnxruntime.InferenceSession(str(self.graphs[name]), self.options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own exception types differ between versions
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BundleError(f"{self.graphs[name]} is not a graph onnxruntime can load: {first_line}") from error
+
+    @property
+    def teacher_forced_graph(self):
+        """The teacher-forced graph's session, loaded on first use (only attention, traces, target prefixes and
+        the export's checks need it): the search alone never pays its start-up time or memory."""
+        with self._teacher_forced_lock:
+            if self._teacher_forced_graph is None:
+                self._teacher_forced_graph = self.session("teacher_forced")
+            return self._teacher_forced_graph
 
     @classmethod
     def from_bundle(cls, directory: str | Path, threads: int = 0,
@@ -241,7 +256,8 @@ class OnnxBackend:
         mask = self.head_mask_rows(head_mask, len(source_ids))
         inputs = {"source_ids": source_ids, "target_ids": decoder_input_ids,
                   **{f"{kind}_head_mask": part for kind, part in zip(HEAD_KINDS, mask.parts())}}
-        return dict(zip(self.teacher_forced_outputs, self.teacher_forced_graph.run(None, inputs)))
+        graph = self.teacher_forced_graph
+        return dict(zip((output.name for output in graph.get_outputs()), graph.run(None, inputs)))
 
     def attend(self, source_ids: np.ndarray, decoder_input_ids: np.ndarray,
                head_mask: HeadMask | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

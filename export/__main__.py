@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.model_dir / "onnx"
     parity = manifest["parity"]
     print(f"wrote {out}: greedy tokens equal on {parity['sentences']} sentences, "
-          f"max |logit diff| {parity['max_logit_difference']:.2e}, "
+          f"log-probabilities within {parity['max_log_prob_difference']:.1e} of their scale, "
           f"max |attention diff| {parity['max_attention_difference']:.2e}")
     int8 = parity["int8"]
     print(f"  int8 graphs: top-1 equal to float32 on {int8['top1_agreement']:.1%} of {int8['steps']} steps, "

@@ -6,7 +6,8 @@ load -> validate -> export the two subgraphs onnxruntime's BeamSearch runs for a
 an encoder giving every decoder layer's cross-attention keys/values, a decoder step with int32 ids and mask, raw
 logits and per-layer ``past_key_self_i`` / ``past_key_cross_i`` caches) -> one BeamSearch node over them -> verify
 that its tokens equal our search's (:func:`core.search.translate` on the PyTorch model) on the parity sentences,
-greedy and beam 5 -> save. The loop, log-softmax, top-k, beam bookkeeping and cache reordering then run in C++.
+greedy and beam 5, and that the subgraphs' log-softmax, teacher-forced on our greedy tokens, is the PyTorch model's
+(within the bundle export's scaled tolerance) -> save. The loop, log-softmax, top-k, beam bookkeeping and cache reordering then run in C++.
 
 It is a measured alternative to serve's Python search loop (``python -m bench`` runs it as "native loop"), not part
 of a bundle: the op keeps every row of a batch until the longest is done, takes one maximum length per batch (our
@@ -27,7 +28,8 @@ import numpy as np
 from core.config import TransformerConfig
 from core.search import max_target_length
 
-from .onnx_export import PARITY_SENTENCES, ExportError, cache_of, interleaved, load_model_folder, per_layer
+from .onnx_export import (PARITY_SENTENCES, ExportError, cache_of, check_log_probs, interleaved, load_model_folder,
+                          log_softmax, per_layer, scaled_difference)
 
 NATIVE_SEARCH_FILE = "native_search.onnx"
 NATIVE_MODES = {"greedy": 1, "beam 5": 5}  # what the export verifies
@@ -150,6 +152,38 @@ class NativeSearch:
         return found
 
 
+def subgraph_log_prob_difference(encoder_file: Path, decoder_file: Path, model, sources: list[list[int]],
+                                 targets: list[list[int]]) -> float:
+    """The subgraphs under onnxruntime, step by step with their caches and teacher-forced on ``targets`` (each
+    source alone), against the PyTorch model: the largest scaled difference of their log-softmax
+    (:func:`export.onnx_export.scaled_difference`). Tokens alone can hide a wrong weight."""
+    import onnxruntime
+    import torch
+
+    config = model.config
+    layers, heads, d_head = config.n_decoder_layers, config.n_heads, config.d_head
+    encoder, decoder = (onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                        for path in (encoder_file, decoder_file))
+    self_names, cross_names = cache_names("past", "self", layers), cache_names("past", "cross", layers)
+    difference = 0.0
+    for source, target in zip(sources, targets):
+        ids = np.array([source], dtype=np.int32)  # [1, S]
+        mask = np.ones_like(ids)
+        cross = encoder.run(None, {"encoder_input_ids": ids, "encoder_attention_mask": mask})
+        caches = [np.zeros((1, heads, 0, d_head), np.float32) for _ in self_names]
+        decoder_inputs = [config.bos_id] + target  # the last step predicts EOS
+        found = []
+        for token in decoder_inputs:
+            logits, *caches = decoder.run(None, {"input_ids": np.array([[token]], np.int32),
+                                                 "encoder_attention_mask": mask, **dict(zip(self_names, caches)),
+                                                 **dict(zip(cross_names, cross))})
+            found.append(logits[:, -1])  # [1, V]
+        with torch.inference_mode():
+            expected = model(torch.tensor([source]), torch.tensor([decoder_inputs]))[0].numpy()  # [T, V]
+        difference = max(difference, scaled_difference(log_softmax(np.concatenate(found)), log_softmax(expected)))
+    return difference
+
+
 def export_native_search(model_dir: str | Path, out: str | Path | None = None, *, force: bool = False) -> Path:
     """Write model_dir's BeamSearch graph (default model_dir/native_search.onnx) after verifying its tokens."""
     from core.decoding import TorchBackend
@@ -164,11 +198,15 @@ def export_native_search(model_dir: str | Path, out: str | Path | None = None, *
     try:
         import onnx
 
-        graph = beam_search_graph(*subgraphs(model, staging), model.config)
+        encoder_file, decoder_file = subgraphs(model, staging)
+        graph = beam_search_graph(encoder_file, decoder_file, model.config)
         onnx.save(graph, str(staging / NATIVE_SEARCH_FILE))
         native = NativeSearch(staging / NATIVE_SEARCH_FILE, model.config)
         backend = TorchBackend(model)
         sources = [ids + [model.config.eos_id] for ids in map(tokenizer.encode, PARITY_SENTENCES) if ids]
+        greedy = [t.token_ids for t in translate(backend, tokenizer, PARITY_SENTENCES, beam_size=1) if t.source_tokens]
+        check_log_probs("the BeamSearch subgraphs against torch",
+                        subgraph_log_prob_difference(encoder_file, decoder_file, model, sources, greedy))
         for mode, beam_size in NATIVE_MODES.items():
             ours = [t.token_ids for t in translate(backend, tokenizer, PARITY_SENTENCES, beam_size=beam_size)
                     if t.source_tokens]

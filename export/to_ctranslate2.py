@@ -4,7 +4,8 @@
 
 load -> validate -> build the CTranslate2 spec from our modules (our exact sinusoidal table, pre- or post-norm, the
 shared embedding as the output projection, no output bias) -> save -> verify that CTranslate2's greedy tokens equal
-ours on the parity sentences. Needs ``pip install "attention-mt[bench]"`` (ctranslate2).
+ours on the parity sentences, and that its log-probabilities of those tokens (``score_batch``) are ours within the
+bundle export's scaled tolerance. Needs ``pip install "attention-mt[bench]"`` (ctranslate2).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from core.decoding import TorchBackend
 from core.model import Transformer
 from core.config import TransformerConfig
 from core.search import max_target_length, translate
 from core.tokenizer import Tokenizer
 
-from .onnx_export import PARITY_SENTENCES, ExportError, load_model_folder
+from .onnx_export import PARITY_SENTENCES, ExportError, check_log_probs, load_model_folder, scaled_difference
 
 CTRANSLATE2_DIR = "ctranslate2"
 
@@ -134,7 +138,7 @@ def convert(model_dir: str | Path, out: str | Path | None = None, *, quantizatio
         spec.optimize(quantization=quantization)
         spec.save(str(staging))
         if quantization is None:
-            verify_greedy(staging, model, tokenizer, PARITY_SENTENCES)
+            verify(staging, model, tokenizer, PARITY_SENTENCES)
         if out.exists():
             shutil.rmtree(out)
         shutil.move(str(staging), out)
@@ -143,9 +147,10 @@ def convert(model_dir: str | Path, out: str | Path | None = None, *, quantizatio
     return out
 
 
-def verify_greedy(directory: Path, model: Transformer, tokenizer: Tokenizer, sentences: list[str]) -> None:
+def verify(directory: Path, model: Transformer, tokenizer: Tokenizer, sentences: list[str]) -> None:
     """Raise ExportError unless CTranslate2's greedy tokens equal ours on every sentence (each alone, so that each
-    has its own length limit)."""
+    has its own length limit), and its log-probability of each of those tokens and the EOS is ours (scaled
+    difference within the tolerance: tokens alone can hide a wrong weight)."""
     import ctranslate2
 
     config = model.config
@@ -159,6 +164,19 @@ def verify_greedy(directory: Path, model: Transformer, tokenizer: Tokenizer, sen
         if result.hypotheses[0] != reference.tokens:
             raise ExportError(f"CTranslate2 and PyTorch disagree on {sentence!r}: {result.hypotheses[0]} vs "
                               f"{reference.tokens}")
+    difference = 0.0
+    for tokens, reference in zip(source_tokens(tokenizer, sentences, eos), ours):
+        if not tokens:
+            continue
+        scored = engine.score_batch([tokens], [reference.tokens])[0].log_probs  # each target token's, then EOS's
+        source = [tokenizer.token_to_id(token) for token in tokens]
+        decoder_inputs = [config.bos_id] + reference.token_ids
+        with torch.inference_mode():
+            logits = model(torch.tensor([source]), torch.tensor([decoder_inputs]))[0]  # [T, V]
+        expected = torch.log_softmax(logits.double(), dim=-1)[torch.arange(len(decoder_inputs)),
+                                                             reference.token_ids + [config.eos_id]]
+        difference = max(difference, scaled_difference(np.array(scored), expected.numpy()))
+    check_log_probs("CTranslate2 against torch", difference)
 
 
 def main(argv: list[str] | None = None) -> None:

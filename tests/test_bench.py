@@ -71,6 +71,52 @@ def test_ctranslate2_greedy_and_beam_equal_ours(tmp_path, tokenizer, pre_norm):
         convert(model_dir)
 
 
+def test_one_wrong_weight_fails_the_ctranslate2_conversion(tmp_path, tokenizer, monkeypatch):
+    import export.to_ctranslate2 as to_ctranslate2
+
+    torch.manual_seed(0)
+    model_dir = tiny_model(tmp_path / "model", tokenizer)
+    build = to_ctranslate2.ctranslate2_spec
+
+    def broken(model, tokenizer):
+        spec = build(model, tokenizer)
+        weight = spec.decoder.layer[0].ffn.linear_1.weight.copy()  # the spec's array shares the model's memory
+        weight[0, 0] += 0.1 * abs(weight).max()  # one weight of thousands
+        spec.decoder.layer[0].ffn.linear_1.weight = weight
+        return spec
+
+    monkeypatch.setattr(to_ctranslate2, "ctranslate2_spec", broken)
+    with pytest.raises(ExportError, match="log-probabilities differ|disagree"):
+        convert(model_dir)
+    assert not (model_dir / "ctranslate2").exists()
+
+
+def test_one_wrong_weight_fails_the_native_search_export(tmp_path, tokenizer, monkeypatch):
+    import onnx
+
+    import export.native_search as native_search
+
+    torch.manual_seed(0)
+    model_dir = tiny_model(tmp_path / "model", tokenizer)
+    export = native_search.subgraphs
+
+    def broken(model, directory):
+        encoder_file, decoder_file = export(model, directory)
+        graph = onnx.load(str(decoder_file))
+        weight = next(t for t in graph.graph.initializer  # the first d_model x d_model matrix: a layer's weight
+                      if list(t.dims) == [model.config.d_model] * 2)
+        values = onnx.numpy_helper.to_array(weight).copy()
+        values[0, 0] += 0.1 * abs(values).max()  # one weight of thousands
+        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(graph, str(decoder_file))
+        return encoder_file, decoder_file
+
+    monkeypatch.setattr(native_search, "subgraphs", broken)
+    with pytest.raises(ExportError, match="log-probabilities differ|differ from ours"):
+        native_search.export_native_search(model_dir)
+    assert not (model_dir / "native_search.onnx").exists()
+
+
 def png_size(path):
     """(width, height) from a PNG's IHDR chunk; fails on anything that is not a PNG."""
     data = path.read_bytes()
