@@ -8,7 +8,9 @@ once per source, then one step at a time with per-layer caches in and out, log-s
 ``teacher_forced.onnx`` (encode and decode given tokens at once, with every attention weight and trace; only for
 ``return_attention``, ``return_trace``, ``target_prefix`` and the export's checks; loaded on first use),
 ``config.json`` and ``tokenizer.json``; every graph takes head masks (:mod:`core.heads`). The row-wise int8 copies
-``encoder.int8.onnx`` and ``decoder_step.int8.onnx`` serve ``precision="int8"``.
+``encoder.int8.onnx`` and ``decoder_step.int8.onnx`` serve ``precision="int8"``. The graphs hold no weights: each
+weight is stored once, in ``weights.bin`` (float32) or ``weights.int8.bin`` (what only the int8 graphs use), as ONNX
+external data that every graph reading it points into (the manifest lists each graph's ``weights`` files).
 Loading verifies the sha256 of every file it reads against the manifest first.
 A calibrated bundle also lists ``confidence.json`` (written by ``python -m serve.calibrate``, added to the manifest
 with :func:`add_to_manifest`); a bundle without it translates with ``confidence=None``.
@@ -34,8 +36,9 @@ from core.tokenizer import Tokenizer
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "attention-mt-onnx"
 # 2: decoder_step.onnx (per-layer caches, top-k in the graph) is the search's step; 3: every graph takes head masks,
-# teacher_forced.onnx (in place of decoder.onnx) returns the attention weights and traces
-BUNDLE_FORMAT_VERSION = 4
+# teacher_forced.onnx (in place of decoder.onnx) returns the attention weights and traces; 4: the step graph takes
+# top_k; 5: every weight stored once, in weights.bin and weights.int8.bin (ONNX external data the graphs share)
+BUNDLE_FORMAT_VERSION = 5
 GRAPHS = ("encoder", "decoder_step", "teacher_forced")
 SEARCH_GRAPHS = ("encoder", "decoder_step")  # loaded at start-up; teacher_forced on first use
 ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
@@ -207,7 +210,8 @@ class OnnxBackend:
             raise BundleError(f"{directory} has no {precision} graphs: export the model again "
                               "(python -m export MODEL_DIR --force) or translate in float32")
         files = {name: graphs[graph_key(name, precision)]["file"] for name in GRAPHS}
-        verify_checksums(directory, manifest, [*files.values(), manifest["tokenizer"], "config.json"])
+        weights = {file for name in GRAPHS for file in graphs[graph_key(name, precision)]["weights"]}
+        verify_checksums(directory, manifest, [*files.values(), *weights, manifest["tokenizer"], "config.json"])
         config = TransformerConfig.from_dict(manifest["config"])
         tokenizer = Tokenizer.load(directory / manifest["tokenizer"])
         tokenizer.check_compatible(config)

@@ -34,7 +34,8 @@ from demo.app import main
 if __name__ == "__main__":
     main()
 '''
-GITATTRIBUTES = "*.onnx filter=lfs diff=lfs merge=lfs -text\n*.png filter=lfs diff=lfs merge=lfs -text\n"
+GITATTRIBUTES = ("*.onnx filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+                 "*.png filter=lfs diff=lfs merge=lfs -text\n")
 
 
 def imported_project_files() -> list[Path]:
@@ -119,8 +120,9 @@ def write_space(out: str | Path, bundles: Sequence[str | Path] | None = None, *,
     for bundle in bundles:
         manifest = load_manifest(bundle)
         graphs = manifest["graphs"]
-        files = [*(graphs[name]["file"] for name in GRAPHS), manifest["tokenizer"], "config.json", "manifest.json",
-                 *([CONFIDENCE_FILE] if CONFIDENCE_FILE in manifest["files"] else [])]  # the calibration, if any
+        weights = sorted({file for name in GRAPHS for file in graphs[name]["weights"]})  # the graphs' shared weights
+        files = [*(graphs[name]["file"] for name in GRAPHS), *weights, manifest["tokenizer"], "config.json",
+                 "manifest.json", *([CONFIDENCE_FILE] if CONFIDENCE_FILE in manifest["files"] else [])]  # calibration
         name = bundle.resolve().parent.name if bundle.resolve().name == "onnx" else bundle.resolve().name
         target = out / "models" / name / "onnx"
         target.mkdir(parents=True)

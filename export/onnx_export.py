@@ -62,10 +62,12 @@ from core.tokenizer import TOKENIZER_FILE, Tokenizer
 from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ENCODER_OUTPUTS, INT8_GRAPHS, MANIFEST_FILE,
                          SEARCH_RULES, OnnxBackend, file_entry, graph_key, write_manifest_file)
 from export.int8 import quantize_file
+from export.weights import share_weights
 
 ENCODER_FILE, STEP_FILE, TEACHER_FORCED_FILE = "encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"
 GRAPH_FILES = {"encoder": ENCODER_FILE, "decoder_step": STEP_FILE, "teacher_forced": TEACHER_FORCED_FILE}
 INT8_FILES = {name: GRAPH_FILES[name].replace(".onnx", ".int8.onnx") for name in INT8_GRAPHS}
+WEIGHTS_FILE, INT8_WEIGHTS_FILE = "weights.bin", "weights.int8.bin"  # every graph's weights, once (export/weights.py)
 MIN_INT8_AGREEMENT = 0.9  # share of teacher-forced steps whose int8 top-1 token is float32's
 MAX_TOP_K = 32  # the most tokens per row the step graph returns: enough for beams up to 16
 # Parity tolerances. Float32 rounding grows with the values compared, so log-probabilities and traces are compared
@@ -420,10 +422,12 @@ def verify_int8(tokenizer: Tokenizer, config, bundle: Path, sentences: list[str]
 
     Top-1 agreement: float32's greedy translations are teacher-forced through both step graphs, and the share of
     steps whose best token is the same must reach ``min_agreement``. Batch independence: greedy and beam-5 tokens of
-    all sentences batched must equal those of each sentence alone. Raises ParityError otherwise.
+    all sentences batched must equal those of each sentence alone, with the int8 backend as serve builds it (batches
+    of same-length sources: an int8 row is never padded, see OnnxBackend). Raises ParityError otherwise.
     """
-    float32, int8 = (OnnxBackend({name: bundle / file for name, file in files.items()}, config, step_top_k(config))
-                     for files in (GRAPH_FILES, {**GRAPH_FILES, **INT8_FILES}))
+    float32, int8 = (OnnxBackend({name: bundle / file for name, file in files.items()}, config, step_top_k(config),
+                                 same_length_batches=same_length)
+                     for files, same_length in ((GRAPH_FILES, False), ({**GRAPH_FILES, **INT8_FILES}, True)))
     targets = [t.token_ids + [config.eos_id] for t in translate(float32, tokenizer, sentences, beam_size=1)]
     source_ids = pad_batch([tokenizer.encode(text) + [config.eos_id] for text in sentences], config.pad_id)
     inputs = pad_batch([[config.bos_id] + target[:-1] for target in targets], config.eos_id)  # [B, T]
@@ -462,11 +466,13 @@ def library_versions() -> dict:
 
 
 def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8: dict,
-                   languages: dict | None) -> dict:
+                   languages: dict | None, weights: dict[str, list[str]]) -> dict:
+    """Write manifest.json; ``weights`` lists the weights files each graph file reads (:func:`share_weights`)."""
     config = model.config
-    graphs = {name: {"file": file, **graph_io(directory / file)} for name, file in GRAPH_FILES.items()}
-    graphs.update({graph_key(name, "int8"): {"file": file, "precision": "int8", **graph_io(directory / file)}
-                   for name, file in INT8_FILES.items()})
+    graphs = {name: {"file": file, "weights": weights[file], **graph_io(directory / file)}
+              for name, file in GRAPH_FILES.items()}
+    graphs.update({graph_key(name, "int8"): {"file": file, "precision": "int8", "weights": weights[file],
+                                             **graph_io(directory / file)} for name, file in INT8_FILES.items()})
     for key in ("decoder_step", graph_key("decoder_step", "int8")):
         graphs[key]["top_k"] = step_top_k(config)
     files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
@@ -539,6 +545,8 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
     with staged(out) as staging:
         export_graphs(model, staging, opset)
         rewritten = write_int8_graphs(staging)
+        weights = share_weights(staging, [(WEIGHTS_FILE, list(GRAPH_FILES.values())),
+                                          (INT8_WEIGHTS_FILE, list(INT8_FILES.values()))])
         for name in [*GRAPH_FILES.values(), *INT8_FILES.values()]:
             onnx.checker.check_model(str(staging / name), full_check=True)
         tokenizer.save(staging)  # typed special-token strings stay text in every consumer (see core.tokenizer)
@@ -546,5 +554,5 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
         int8 = {"linear_layers": rewritten, **verify_int8(tokenizer, model.config, staging,
                                                            sentences or PARITY_SENTENCES)}
-        manifest = write_manifest(staging, model, opset, parity, int8, languages)
+        manifest = write_manifest(staging, model, opset, parity, int8, languages, weights)
     return manifest

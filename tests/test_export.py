@@ -39,9 +39,9 @@ def bundle(model_dir):
 def test_bundle_is_self_contained_and_described(bundle):
     directory, manifest = bundle
     names = {"encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx", "encoder.int8.onnx",
-             "decoder_step.int8.onnx", "tokenizer.json", "config.json"}
+             "decoder_step.int8.onnx", "weights.bin", "weights.int8.bin", "tokenizer.json", "config.json"}
     assert set(manifest["files"]) == names
-    assert manifest["format_version"] == 4
+    assert manifest["format_version"] == 5
     assert json.loads((directory / "manifest.json").read_text()) == manifest
     assert manifest["opset"] >= 17
     assert manifest["special_tokens"] == {"pad": 0, "bos": 1, "eos": 2, "unk": 3}
@@ -216,12 +216,46 @@ def test_a_switched_off_head_contributes_only_the_output_bias(model_dir):
                                atol=1e-5)
 
 
-def test_no_weight_is_stored_twice_within_a_graph(bundle):
-    for name in ("encoder.onnx", "decoder_step.onnx", "teacher_forced.onnx"):
-        graph = onnx.load(str(bundle[0] / name)).graph
-        digests = [hashlib.sha256(onnx.numpy_helper.to_array(t).tobytes()).hexdigest()
-                   for t in graph.initializer if onnx.numpy_helper.to_array(t).size > 64]
-        assert len(digests) == len(set(digests)), name
+def test_every_weight_is_stored_once_in_the_whole_bundle(bundle):
+    """The graphs hold no weights: each one points into weights.bin (float32) or weights.int8.bin (what only the int8
+    graphs use), where every tensor is stored once, whichever graphs read it."""
+    from export.weights import ALIGNMENT, is_weight, key_of, stored_at
+
+    directory, manifest = bundle
+    ranges, reads = {}, {}
+    for key, entry in manifest["graphs"].items():
+        graph = onnx.load(str(directory / entry["file"]), load_external_data=False).graph
+        inline = [t.name for t in graph.initializer if stored_at(t)[0] is None
+                  and is_weight(onnx.numpy_helper.to_array(t))]
+        assert inline == [], (key, inline)
+        places = {stored_at(t) for t in graph.initializer if stored_at(t)[0] is not None}
+        reads[key] = {location for location, _, _ in places}
+        assert sorted(reads[key]) == entry["weights"]
+        ranges.update({place: key for place in places})
+    assert reads["encoder"] == reads["decoder_step"] == reads["teacher_forced"] == {"weights.bin"}
+    assert reads["encoder_int8"] == reads["decoder_step_int8"] == {"weights.bin", "weights.int8.bin"}
+    contents = []
+    for name in ("weights.bin", "weights.int8.bin"):
+        data = (directory / name).read_bytes()
+        places = sorted((offset, length) for location, offset, length in ranges if location == name)
+        assert all(offset % ALIGNMENT == 0 for offset, _ in places)
+        assert all(a + n <= b for (a, n), (b, _) in zip(places, places[1:]))  # no overlap
+        assert len(data) - sum(n for _, n in places) < ALIGNMENT * len(places)  # nothing but weights and padding
+        contents += [data[offset: offset + length] for offset, length in places]
+    assert len(contents) == len(set(contents))  # no tensor twice
+    model = Transformer.from_pretrained(directory.parent)
+    stored = {key_of(onnx.numpy_helper.to_array(t))[2] for entry in
+              manifest["graphs"].values() for t in onnx.load(str(directory / entry["file"])).graph.initializer}
+    assert model.embedding.weight.detach().numpy().tobytes() in stored
+
+
+def test_the_teacher_forced_graph_loads_on_first_use(bundle):
+    translator = Translator(bundle[0], workers=1)
+    assert translator.backend._teacher_forced_graph is None
+    translator.translate(SENTENCES, beam_size=2)
+    assert translator.backend._teacher_forced_graph is None  # the search alone never loads it
+    (result,) = translator.translate(SENTENCES[:1], beam_size=2, return_attention=True)
+    assert result.attention is not None and translator.backend._teacher_forced_graph is not None
 
 
 def test_the_teacher_forced_graph_loads_on_first_use(bundle):
@@ -240,7 +274,7 @@ def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
     shutil.copytree(bundle[0], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
-    with pytest.raises(BundleError, match="format_version 1; this version reads 4: export the model again"):
+    with pytest.raises(BundleError, match="format_version 1; this version reads 5: export the model again"):
         Translator(copy)
 
 

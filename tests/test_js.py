@@ -123,8 +123,11 @@ def test_example_page_translates_in_the_browser_like_python(static_server, tmp_p
             page.on("request", lambda request: outside.append(request.url)
                     if not request.url.startswith((static_server, "data:", "blob:")) else None)
             page.on("pageerror", lambda error: errors.append(str(error)))
+            weights = []  # every graph points into weights.bin: the page downloads it once
+            page.on("request", lambda request: weights.append(request.url) if request.url.endswith(".bin") else None)
             page.goto(static_server + "serve/js/example/index.html")
             expect(page.locator("#status")).to_have_text("ready", timeout=60_000)
+            assert weights == [static_server + "models/en-de/onnx/weights.bin"], weights
             page.locator("#source").fill(text)
             page.locator("#translate").click()
             expect(page.locator("#translation")).to_have_text(expected.text, timeout=60_000)

@@ -33,6 +33,8 @@ def test_space_runs_in_a_fresh_venv_without_torch(tmp_path):
     requirements = (space / "requirements.txt").read_text()
     assert "torch" not in requirements and "gradio==" in requirements
     assert not (space / "core" / "model.py").exists() and (space / "models" / "en-de" / "onnx" / "encoder.onnx").is_file()
+    assert (space / "models" / "en-de" / "onnx" / "weights.bin").is_file()  # the graphs' shared weights
+    assert "*.bin filter=lfs" in (space / ".gitattributes").read_text()
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

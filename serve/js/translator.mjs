@@ -6,12 +6,13 @@
 //
 // The same search as Python's core/search.py (greedy and beam, length penalty, the manifest's length rule,
 // finished sentences dropped), on the bundle's graphs; the manifest is the contract (format version, file list,
-// sha256 of every file read).
+// sha256 of every file read). The graphs' weights are ONNX external data in weights.bin, read (downloaded) once and
+// given to every graph that points into it.
 
 import { Tokenizer } from "@huggingface/tokenizers";
 
 export const BUNDLE_FORMAT = "attention-mt-onnx";
-export const BUNDLE_FORMAT_VERSION = 4;
+export const BUNDLE_FORMAT_VERSION = 5;
 const GRAPHS = ["encoder", "decoder_step", "teacher_forced"];
 
 export class BundleError extends Error {}
@@ -525,7 +526,8 @@ export class Translator {
     for (const key of Object.values(graphKeys)) {
       if (!manifest.graphs?.[key]) throw new BundleError(`${bundle} has no ${key} graph: export it with int8 graphs or use float32`);
     }
-    const names = [...Object.values(graphKeys).map((key) => manifest.graphs[key].file), manifest.tokenizer, "config.json"];
+    const weights = new Set(Object.values(graphKeys).flatMap((key) => manifest.graphs[key].weights));  // each file read once
+    const names = [...Object.values(graphKeys).map((key) => manifest.graphs[key].file), ...weights, manifest.tokenizer, "config.json"];
     // onProgress([{name, bytes, loaded}]): every file this load reads, before the first byte and as bytes arrive.
     const progress = names.map((name) => ({ name, bytes: manifest.files?.[name]?.bytes ?? null, loaded: 0 }));
     onProgress?.(progress.map((file) => ({ ...file })));
@@ -559,7 +561,11 @@ export class Translator {
     if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
       throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
     }
-    for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graphKeys[graph]].file], options);
+    for (const graph of GRAPHS) {
+      const { file, weights: external } = manifest.graphs[graphKeys[graph]];
+      const externalData = external.map((path) => ({ path, data: files[path] }));  // the same bytes for every graph
+      sessions[graph] = await ort.InferenceSession.create(files[file], { ...options, externalData });
+    }
     return new Translator(new OnnxBackend(ort, sessions, config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
   }
 

@@ -140,12 +140,18 @@ test("a missing or tampered bundle file is an error naming it", async () => {
   await assert.rejects(Translator.load(copy), (error) => error instanceof BundleError &&
     /decoder_step\.onnx does not match its sha256/.test(error.message));
   cpSync(join(BUNDLES["en-de"], "decoder_step.onnx"), join(copy, "decoder_step.onnx"));
+  const weights = readFileSync(join(copy, "weights.bin"));  // the graphs' shared weights are checked too
+  weights[weights.length >> 1] ^= 0xff;
+  writeFileSync(join(copy, "weights.bin"), weights);
+  await assert.rejects(Translator.load(copy), (error) => error instanceof BundleError &&
+    /weights\.bin does not match its sha256/.test(error.message));
+  cpSync(join(BUNDLES["en-de"], "weights.bin"), join(copy, "weights.bin"));
   spawnSync("rm", [join(copy, "tokenizer.json")]);
   await assert.rejects(Translator.load(copy), /tokenizer\.json is listed in the manifest but missing/);
   await assert.rejects(Translator.load(join(copy, "nowhere")), /not an exported bundle/);
   const manifest = JSON.parse(readFileSync(join(copy, "manifest.json"), "utf8"));
   writeFileSync(join(copy, "manifest.json"), JSON.stringify({ ...manifest, format_version: 1 }));
-  await assert.rejects(Translator.load(copy), /format_version 1; this version reads 4/);
+  await assert.rejects(Translator.load(copy), /format_version 1; this version reads 5/);
   cpSync(join(BUNDLES["en-de"], "tokenizer.json"), join(copy, "tokenizer.json"));
   const { search, ...withoutRule } = manifest;
   assert.deepEqual(search, { max_length_a: 1.5, max_length_b: 10 });  // Python's rule, read from the manifest
