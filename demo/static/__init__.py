@@ -104,8 +104,8 @@ def write_static(out: str | Path, bundles: Sequence[str | Path] | None = None, *
     """Write the static inspector folder; refuses to replace an existing non-empty folder unless force.
 
     ``precision`` is the search graphs' the page downloads: "float32" (the default) gives Python's tokens in every
-    browser; "int8" downloads 2.9 MB less per shipped direction, but onnxruntime-web's int8 arithmetic is not
-    Python's (docs/static.md: 12-21 in 100 test sentences translate differently from Python's int8 search)."""
+    browser; "int8" downloads 2.4 MB more per shipped direction (weights.int8.bin: the float32 weights.bin is needed
+    for the attention graph anyway, docs/static.md)."""
     if precision not in ("float32", "int8"):
         raise ValueError(f"precision must be float32 or int8, got {precision!r}")
     out = Path(out)
