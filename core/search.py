@@ -106,7 +106,7 @@ class BeamNode:
     """One candidate the beam search ranked at one decoding step of one sentence (``record_beams=True``).
 
     ``parent`` is the index, among the previous step's ``kept`` nodes, of the beam this token extends (-1 at step
-    0, whose parent is ``<s>``); ``log_prob`` is the beam's cumulative log-probability with this token,
+    0, whose parent is the decoder's start token, ``<s>`` in our models); ``log_prob`` is the beam's cumulative log-probability with this token,
     ``token_log_prob`` the token's own. ``status`` is one of :data:`BEAM_STATUSES`: ``kept`` (a beam of the next
     step), ``finished`` (an EOS the search accepted as a hypothesis), ``stopped`` (the output reached its maximum
     length here: an unfinished hypothesis) or ``pruned`` (ranked among the 2 x beam_size best, not kept).
@@ -293,8 +293,9 @@ class Attention:
     """Every layer's and head's attention weights for the decoding steps that produced one translation.
 
     Row t of ``decoder`` and ``cross`` is the step that produced ``target_tokens[t]`` (EOS included when the
-    hypothesis finished); that step's decoder input was ``decoder_input_tokens[t]`` (``<s>``, then the tokens
-    produced before it), which are also the keys of ``decoder``. Weights are float32 and each row sums to 1.
+    hypothesis finished); that step's decoder input was ``decoder_input_tokens[t]`` (``start_token``, the
+    decoder's first input ``bos_id``: ``<s>`` in our models, ``<pad>`` in Marian's; then the tokens produced before
+    it), which are also the keys of ``decoder``. Weights are float32 and each row sums to 1.
     """
 
     source_tokens: list[str]  # S: the source subwords and </s>
@@ -302,10 +303,11 @@ class Attention:
     encoder: np.ndarray  # [enc_layers, heads, S, S] encoder self-attention
     decoder: np.ndarray  # [dec_layers, heads, T, T] decoder self-attention (causal)
     cross: np.ndarray  # [dec_layers, heads, T, S] encoder-decoder attention
+    start_token: str = "<s>"  # the token of the config's bos_id
 
     @property
     def decoder_input_tokens(self) -> list[str]:
-        return ["<s>"] + self.target_tokens[:-1]
+        return [self.start_token] + self.target_tokens[:-1]
 
 
 @dataclass(frozen=True)
@@ -585,5 +587,6 @@ def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]], ch
             encoder=np.ascontiguousarray(encoder[:, row, :, :s, :s], dtype=np.float32),  # [L, H, S, S]
             decoder=np.ascontiguousarray(decoder[:, row, :, :t, :t], dtype=np.float32),  # [L, H, T, T]
             cross=np.ascontiguousarray(cross[:, row, :, :t, :s], dtype=np.float32),  # [L, H, T, S]
+            start_token=tokenizer.id_to_token(backend.config.bos_id),
         ))
     return attentions

@@ -131,8 +131,11 @@ function checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, 
 const CONFIG_FIELDS = { vocab_size: ["int"], d_model: ["int", 512], n_heads: ["int", 8], d_ff: ["int", 2048],
   n_encoder_layers: ["int", 6], n_decoder_layers: ["int", 6], dropout: ["float", 0.1], attention_dropout: ["float", 0],
   activation_dropout: ["float", 0], pre_norm: ["bool", false], max_positions: ["int", 1024], pad_id: ["int", 0],
-  bos_id: ["int", 1], eos_id: ["int", 2], unk_id: ["int", 3] };
-const IS_TYPE = { int: Number.isInteger, float: (v) => typeof v === "number", bool: (v) => typeof v === "boolean" };
+  bos_id: ["int", 1], eos_id: ["int", 2], unk_id: ["int", 3], activation: ["str", "relu"],
+  final_logits_bias: ["bool", false] };
+const ACTIVATIONS = ["relu", "swish"];
+const IS_TYPE = { int: Number.isInteger, float: (v) => typeof v === "number", bool: (v) => typeof v === "boolean",
+  str: (v) => typeof v === "string" };
 
 /** The config with its defaults filled in, or an Error with TransformerConfig's message for what it refuses. */
 export function checkConfig(values) {
@@ -153,6 +156,9 @@ export function checkConfig(values) {
   if (config.d_model % 2) throw new Error(`d_model (${config.d_model}) must be even for the sinusoidal encoding`);
   for (const name of ["dropout", "attention_dropout", "activation_dropout"]) {
     if (!(config[name] >= 0 && config[name] < 1)) throw new Error(`${name} must be in [0, 1), got ${config[name]}`);
+  }
+  if (!ACTIVATIONS.includes(config.activation)) {
+    throw new Error(`activation must be one of ${ACTIVATIONS.join(", ")}, got '${config.activation}'`);
   }
   return config;
 }
