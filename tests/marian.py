@@ -80,3 +80,36 @@ def marian_tokenizer(directory: Path):
 
     return MarianTokenizer(str(directory / "source.spm"), str(directory / "target.spm"), str(directory / "vocab.json"),
                            source_lang="en", target_lang="de", split_special_tokens=True)
+
+
+def write_random_marian(directory: Path, vocab: dict[str, int], *, seed: int = 0, max_length: int = 16,
+                        num_beams: int = 4, early_stopping: bool = False, eos_bias: float = 3.0, bias_std: float = 0.5,
+                        embedding_scale: float = 1.0,
+                        **overrides):
+    """A random MarianMTModel (swish, a non-zero final_logits_bias, <pad> as decoder start, opus-mt's generation
+    config: <pad> banned, EOS forced at max_length) saved with save_pretrained into directory; returns it."""
+    import torch
+    from transformers import GenerationConfig, MarianConfig, MarianMTModel
+
+    pad = vocab["<pad>"]
+    values = dict(vocab_size=len(vocab), d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, activation_function="swish",
+                  scale_embedding=True, pad_token_id=pad, eos_token_id=vocab["</s>"], decoder_start_token_id=pad,
+                  forced_eos_token_id=vocab["</s>"], max_position_embeddings=64, dropout=0.1, init_std=0.3)
+    values.update(overrides)
+    torch.manual_seed(seed)
+    model = MarianMTModel(MarianConfig(**values)).eval()
+    with torch.no_grad():
+        model.model.shared.weight.mul_(embedding_scale)  # small logits: the bias and the context both count
+        model.final_logits_bias.normal_(0.0, bias_std)
+        top = model.final_logits_bias.max()
+        model.final_logits_bias[0, vocab["</s>"]] = top + eos_bias  # EOS now and then: beams end at different steps
+        model.final_logits_bias[0, pad] = top + 1.0  # <pad> often among the best: banning it matters
+        for name, parameter in model.named_parameters():
+            if "layer_norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.generation_config = GenerationConfig(
+        bad_words_ids=[[pad]], forced_eos_token_id=vocab["</s>"], max_length=max_length, num_beams=num_beams,
+        decoder_start_token_id=pad, pad_token_id=pad, eos_token_id=vocab["</s>"], early_stopping=early_stopping)
+    model.save_pretrained(directory)
+    return model
