@@ -141,3 +141,57 @@ def test_a_real_opus_mt_model_imports_exactly(tmp_path):
     source = Path(os.environ["OPUS_MT_DIR"])
     report = import_marian(str(source), tmp_path / "opus-mt", beams=(1, 4))
     assert set(report.equal.values()) == {report.sentences}
+
+
+@pytest.fixture(scope="module")
+def bundle(imported):
+    """python -m export on the imported folder: the ONNX bundle."""
+    from export.onnx_export import export_bundle
+
+    out, _ = imported
+    manifest = export_bundle(out, source_lang="en", target_lang="de")
+    assert SearchRules.from_dict(manifest["search"]) == SearchRules.load(out)  # the model's rules travel with it
+    return out / "onnx"
+
+
+@pytest.fixture(scope="module")
+def expected(source):
+    hf_model, hf_tokenizer, _ = load_source(str(source))
+    return {beam: generate_tokens(hf_model, hf_tokenizer, SENTENCES, beam, hf_model.config.eos_token_id)
+            for beam in (1, 4)}
+
+
+def test_serve_translates_the_bundle_with_generates_tokens(bundle, expected):
+    from serve import Translator
+
+    translator = Translator(bundle)
+    for beam, tokens in expected.items():
+        results = translator.translate(SENTENCES, beam_size=beam)
+        assert [r.token_ids for r in results] == tokens
+        assert [r.text for r in results] == [translator.tokenizer.decode(t) for t in tokens]
+    (result,) = translator.translate(SENTENCES[:1], beam_size=4, return_attention=True)
+    assert result.attention.decoder_input_tokens[0] == "<pad>"  # Marian's decoder starts from <pad>
+    assert Translator(bundle, precision="int8").translate(SENTENCES[:2], beam_size=4)  # runs; int8 is approximate
+
+
+def test_cli_and_http_give_the_same_tokens(bundle, expected):
+    import subprocess
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from serve import Translator
+    from serve.api import create_app
+
+    translator = Translator(bundle)
+    texts = [translator.tokenizer.decode(tokens) for tokens in expected[4]]
+    done = subprocess.run([sys.executable, "-m", "serve", "translate", "--model", str(bundle), "--beam", "4"],
+                          input="\n".join(SENTENCES) + "\n", capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:-1] == texts
+    with TestClient(create_app(lambda: [translator])) as client:
+        response = client.post("/translate", json={"inputs": SENTENCES, "parameters": {
+            "src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": 4}}})
+    assert response.status_code == 200, response.text
+    assert [item["translation_text"] for item in response.json()] == texts
