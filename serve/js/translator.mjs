@@ -480,6 +480,14 @@ export class Translator {
     if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
       throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
     }
+    // core/search.py's SearchRules beyond the length rule (an imported Marian model's): not in this module yet, so
+    // refused here rather than searched differently from Python
+    const defaults = { banned_ids: [], forced_eos: false, early_stopping: true, float32_scores: false };
+    const other = Object.keys(rule).filter((name) => !["max_length_a", "max_length_b"].includes(name) &&
+      JSON.stringify(rule[name]) !== JSON.stringify(defaults[name]));
+    if (other.length) {
+      throw new BundleError(`${bundle}/manifest.json asks for search rules this version does not implement: ${other.join(", ")}`);
+    }
     for (const graph of GRAPHS) sessions[graph] = await ort.InferenceSession.create(files[manifest.graphs[graph].file], options);
     return new Translator(new OnnxBackend(ort, sessions, config, manifest.graphs.decoder_step.top_k), tokenizer, manifest);
   }
