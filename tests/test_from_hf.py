@@ -195,3 +195,25 @@ def test_cli_and_http_give_the_same_tokens(bundle, expected):
             "src_lang": "en", "tgt_lang": "de", "generate_parameters": {"num_beams": 4}}})
     assert response.status_code == 200, response.text
     assert [item["translation_text"] for item in response.json()] == texts
+
+
+def test_every_view_of_the_demo_opens_on_an_imported_model(bundle):
+    from demo import handlers, heads
+    from demo import inside as look
+
+    directions = handlers.load_directions([bundle])
+    (direction,) = directions
+    text = SENTENCES[1]
+    result = handlers.translate_text(directions, direction, text, beam_size=4)
+    assert result.attention.decoder_input_tokens[0] == "<pad>"
+    assert "&lt;pad&gt;" in look.beam_tree_view(directions, result)  # the tree's root is the decoder's start
+    for kind in ("encoder", "decoder", "cross"):
+        assert handlers.attention_views(result, kind, 1, handlers.MEAN)
+    cell, _ = heads.open_cell(directions, result, "cross", 1, 1, 1, 1)
+    assert cell
+    assert heads.heads_off_view(directions, result, ["cross.0.0"])
+    choices = look.candidate_choices(directions, result, 1)
+    found = look.what_if(directions, result, 1, look.first_alternative(result, 1, choices), "", "1", "1")
+    assert found.result.attention.target_tokens
+    first, second = look.compare(directions, direction, SENTENCES[0], SENTENCES[2], 4)
+    assert first.text is not None and second.text is not None
