@@ -172,6 +172,10 @@ def test_serve_translates_the_bundle_with_generates_tokens(bundle, expected):
     (result,) = translator.translate(SENTENCES[:1], beam_size=4, return_attention=True)
     assert result.attention.decoder_input_tokens[0] == "<pad>"  # Marian's decoder starts from <pad>
     assert Translator(bundle, precision="int8").translate(SENTENCES[:2], beam_size=4)  # runs; int8 is approximate
+    from serve.policy import beam_nodes, search_cost
+
+    # the cost bounded before work uses the model's own length rule: a fixed limit of 15 tokens
+    assert search_cost(translator, 3, 4, None) == 4 * (4 + 15) and beam_nodes(translator, 100, 4, None) == 2 * 4 * 15
 
 
 def test_cli_and_http_give_the_same_tokens(bundle, expected):
