@@ -30,7 +30,7 @@ import numpy as np
 from core.confidence import CONFIDENCE_FILE, ConfidenceModel
 from core.config import TransformerConfig
 from core.heads import HEAD_KINDS, AttentionTrace, HeadMask, trace_output_names
-from core.search import MAX_LENGTH_A, MAX_LENGTH_B
+from core.search import SearchRules
 from core.tokenizer import Tokenizer
 
 MANIFEST_FILE = "manifest.json"
@@ -44,7 +44,6 @@ SEARCH_GRAPHS = ("encoder", "decoder_step")  # loaded at start-up; teacher_force
 ENCODER_OUTPUTS = ["cross_keys", "cross_values"]
 PRECISIONS = ("float32", "int8")
 INT8_GRAPHS = ("encoder", "decoder_step")  # row-wise int8 copies (export/int8.py); teacher_forced.onnx stays float32
-SEARCH_RULES = {"max_length_a": MAX_LENGTH_A, "max_length_b": MAX_LENGTH_B}  # the manifest's "search": every runtime
 
 
 class BundleError(RuntimeError):
@@ -95,13 +94,20 @@ def load_manifest(directory: str | Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {error}") from error
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path} is not an {BUNDLE_FORMAT} manifest")
-    rule = manifest.get("search", SEARCH_RULES)  # bundles exported before the rule was recorded follow it too
-    if rule != SEARCH_RULES:
-        raise BundleError(f"{path} asks for the search length rule {rule}; this version searches with {SEARCH_RULES}")
+    try:
+        search_rules(manifest)
+    except ValueError as error:
+        raise BundleError(f"{path}: {error}") from error
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise BundleError(f"{path} has format_version {manifest.get('format_version')}; this version reads "
                           f"{BUNDLE_FORMAT_VERSION}: export the model again (python -m export MODEL_DIR --force)")
     return manifest
+
+
+def search_rules(manifest: dict) -> SearchRules:
+    """The manifest's ``search`` (:class:`core.search.SearchRules`; a field it leaves out, or a manifest without
+    one, has our models' default)."""
+    return SearchRules.from_dict(manifest.get("search", {}))
 
 
 def verify_checksums(directory: str | Path, manifest: dict, names: Sequence[str] | None = None) -> None:

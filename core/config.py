@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
+ACTIVATIONS = ("relu", "swish")  # max(0, x) as in the paper; x * sigmoid(x) (SiLU) as in Marian
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,10 @@ class TransformerConfig:
     """Hyperparameters of an encoder-decoder Transformer with a joint vocabulary.
 
     The special token ids are part of the config so that every consumer (training, search, export,
-    serving) reads them from one place instead of retyping them.
+    serving) reads them from one place instead of retyping them. ``bos_id`` is the decoder's first input (our
+    models' ``<s>``; an imported Marian model starts from ``<pad>``, so there ``bos_id == pad_id``).
+    ``activation`` and ``final_logits_bias`` default to the paper's model (ReLU, no output bias); Marian models
+    use ``"swish"`` (SiLU, x * sigmoid(x)) and a bias added to the output logits.
     """
 
     vocab_size: int
@@ -33,11 +37,13 @@ class TransformerConfig:
     bos_id: int = 1
     eos_id: int = 2
     unk_id: int = 3
+    activation: str = "relu"  # in the feed-forward network: one of ACTIVATIONS
+    final_logits_bias: bool = False  # a bias [vocab_size] added to the output logits (a buffer of the weights)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            expected = {"int": int, "float": (int, float), "bool": bool}[field.type]
+            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[field.type]
             if not isinstance(value, expected) or (field.type != "bool" and isinstance(value, bool)):
                 raise ValueError(f"{field.name} must be {field.type}, got {value!r}")
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "max_positions"):
@@ -50,6 +56,8 @@ class TransformerConfig:
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def d_head(self) -> int:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .heads import HEAD_KINDS, AttentionTrace, HeadMask
 from .model import KVCache, Transformer
+from .search import SearchRules
 from .tokenizer import Tokenizer
 from .translator import BaseTranslator
 
@@ -106,4 +107,5 @@ class TorchTranslator(BaseTranslator):
 
     def __init__(self, model_dir: str | Path, *, device: str = "cpu", workers: int = 1) -> None:
         self.model = Transformer.from_pretrained(model_dir, device=device)
-        super().__init__(TorchBackend(self.model), Tokenizer.load(model_dir), workers=workers)
+        super().__init__(TorchBackend(self.model), Tokenizer.load(model_dir), workers=workers,
+                         rules=SearchRules.load(model_dir))

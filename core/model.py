@@ -87,17 +87,21 @@ def stack_traces(traces: list[AttentionTrace]) -> AttentionTrace:
     return AttentionTrace(*(torch.stack(layers) for layers in zip(*(trace.parts() for trace in traces))))
 
 
-class FeedForward(nn.Module):
-    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2."""
+ACTIVATION_FUNCTIONS = {"relu": torch.relu, "swish": F.silu}  # core.config.ACTIVATIONS
 
-    def __init__(self, d_model: int, d_ff: int, activation_dropout: float) -> None:
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2 (the paper's ReLU; "swish": x * sigmoid(x) in place of max(0, x))."""
+
+    def __init__(self, d_model: int, d_ff: int, activation_dropout: float, activation: str = "relu") -> None:
         super().__init__()
         self.linear_in = nn.Linear(d_model, d_ff)
         self.linear_out = nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(activation_dropout)  # on max(0, x W_1 + b_1), as in fairseq's activation_dropout
+        self.activation = ACTIVATION_FUNCTIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_out(self.dropout(torch.relu(self.linear_in(x))))
+        return self.linear_out(self.dropout(self.activation(self.linear_in(x))))
 
 
 class Residual(nn.Module):
@@ -122,7 +126,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
         self.attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
-        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout, config.activation)
         self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
 
     def forward(self, x: Tensor, mask: Tensor, head_mask: Tensor | None = None,
@@ -143,7 +147,7 @@ class DecoderLayer(nn.Module):
         self.self_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
         self.cross_attention = MultiHeadAttention(config.d_model, config.n_heads, config.attention_dropout)
         self.cross_attention_residual = Residual(config.d_model, config.dropout, config.pre_norm)
-        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout)
+        self.feed_forward = FeedForward(config.d_model, config.d_ff, config.activation_dropout, config.activation)
         self.feed_forward_residual = Residual(config.d_model, config.dropout, config.pre_norm)
 
     def forward(
@@ -194,6 +198,9 @@ class Transformer(nn.Module):
         # Pre-norm stacks need a final LayerNorm; post-norm layers already end with one.
         self.encoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(config.d_model) if config.pre_norm else nn.Identity()
+        # Marian's output bias: part of the weights, not trained here (a buffer, as in transformers); None, and in
+        # no state dict, when the config has none
+        self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size) if config.final_logits_bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -275,7 +282,8 @@ class Transformer(nn.Module):
             cross_attentions.append(cross_weights)
             self_traces.append(self_trace)
             cross_traces.append(cross_trace)
-        logits = F.linear(self.decoder_norm(x), self.embedding.weight)  # tied output projection: [B, T, V]
+        # tied output projection (plus the output bias where the config has one): [B, T, V]
+        logits = F.linear(self.decoder_norm(x), self.embedding.weight, self.final_logits_bias)
         new_cache = KVCache(tuple(keys), tuple(values), cache.cross_keys, cache.cross_values)
         return DecoderOutput(
             logits, new_cache,

@@ -9,9 +9,12 @@ growing a batch into beams after the first step and dropping finished sentences 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,6 +70,83 @@ class SearchBackend(Protocol):
 
 
 MAX_LENGTH_A, MAX_LENGTH_B = 1.5, 10  # the output length rule: at most 1.5 n + 10 tokens for n source tokens
+SEARCH_FILE = "search.json"  # a model folder's SearchRules (absent: the defaults)
+
+
+@dataclass(frozen=True)
+class SearchRules:
+    """How a model is searched, saved with it (a model folder's ``search.json``, a bundle manifest's ``search``);
+    every field's default is our own models' search, and a file may leave any out.
+
+    - ``max_length_a``, ``max_length_b``: the output length rule, at most ``int(a * n + b)`` tokens (EOS included)
+      for n source tokens; ``a = 0`` is a fixed limit of b (transformers' ``max_length`` - 1).
+    - ``banned_ids``: tokens never produced (transformers' ``bad_words_ids`` of single tokens: their log-probability
+      set to -inf after the log-softmax, the others not renormalized).
+    - ``forced_eos``: the last step a length limit allows produces EOS, with log-probability 0 (transformers'
+      ``forced_eos_token_id``).
+    - ``early_stopping``: True ends a sentence once beam_size hypotheses have finished; False is transformers'
+      ``early_stopping=False``: the beam_size best finished hypotheses are kept, and the search goes on while the
+      best open beam, scored at its current length, beats the worst of them.
+    - ``float32_scores``: cumulative and length-normalized scores kept in float32, as transformers keeps them (else
+      float64), so that near-ties fall the same way.
+    """
+
+    max_length_a: float = MAX_LENGTH_A
+    max_length_b: int = MAX_LENGTH_B
+    banned_ids: tuple[int, ...] = ()
+    forced_eos: bool = False
+    early_stopping: bool = True
+    float32_scores: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "banned_ids", tuple(self.banned_ids))
+        number = isinstance(self.max_length_a, (int, float)) and not isinstance(self.max_length_a, bool)
+        if not number or not 0 <= self.max_length_a < float("inf"):
+            raise ValueError(f"max_length_a must be a finite number >= 0, got {self.max_length_a!r}")
+        if not isinstance(self.max_length_b, int) or isinstance(self.max_length_b, bool) or self.max_length_b < 0:
+            raise ValueError(f"max_length_b must be an integer >= 0, got {self.max_length_b!r}")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.banned_ids):
+            raise ValueError(f"banned_ids must be token ids, got {list(self.banned_ids)!r}")
+        for name in ("forced_eos", "early_stopping", "float32_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "banned_ids": list(self.banned_ids)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SearchRules":
+        if not isinstance(values, dict):
+            raise ValueError(f"search rules must be a JSON object, got {values!r}")
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown search rules: {', '.join(unknown)}")
+        return cls(**values)
+
+    def check(self, config: TransformerConfig) -> None:
+        """Raise if a banned id is outside the vocabulary or is EOS."""
+        for token in self.banned_ids:
+            if token >= config.vocab_size or token == config.eos_id:
+                raise ValueError(f"banned id {token} is EOS or outside the vocabulary of {config.vocab_size}")
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / SEARCH_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SearchRules":
+        """A model folder's search.json; the defaults when it has none."""
+        path = Path(directory) / SEARCH_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+DEFAULT_RULES = SearchRules()
 
 
 def max_target_length(source_length: int, config: TransformerConfig, max_length: int | None = None,
@@ -106,7 +186,7 @@ class BeamNode:
     """One candidate the beam search ranked at one decoding step of one sentence (``record_beams=True``).
 
     ``parent`` is the index, among the previous step's ``kept`` nodes, of the beam this token extends (-1 at step
-    0, whose parent is ``<s>``); ``log_prob`` is the beam's cumulative log-probability with this token,
+    0, whose parent is the decoder's start token, ``<s>`` in our models); ``log_prob`` is the beam's cumulative log-probability with this token,
     ``token_log_prob`` the token's own. ``status`` is one of :data:`BEAM_STATUSES`: ``kept`` (a beam of the next
     step), ``finished`` (an EOS the search accepted as a hypothesis), ``stopped`` (the output reached its maximum
     length here: an unfinished hypothesis) or ``pruned`` (ranked among the 2 x beam_size best, not kept).
@@ -156,6 +236,12 @@ def top_k_tokens(log_probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     return np.take_along_axis(log_probs, ids, axis=1), ids.astype(np.int64)
 
 
+def without_banned(log_probs: np.ndarray, ids: np.ndarray, banned: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A step's answer [N, k + len(banned)] without the banned tokens: each row's k best others, best first."""
+    keep = np.argsort(np.isin(ids, banned), axis=1, kind="stable")[:, :k]  # the unbanned first, in their order
+    return np.take_along_axis(log_probs, keep, axis=1), np.take_along_axis(ids, keep, axis=1)
+
+
 def beam_search(
     backend: SearchBackend,
     state: Any,
@@ -167,6 +253,7 @@ def beam_search(
     cancelled: Callable[[], bool] | None = None,
     records: list[BeamRecord] | None = None,
     forced: Sequence[Sequence[tuple[int, float]]] | None = None,
+    rules: SearchRules = DEFAULT_RULES,
 ) -> list[list[Hypothesis]]:
     """Beam search for len(max_lengths) sentences whose encoded state is ``state``.
 
@@ -174,7 +261,11 @@ def beam_search(
     candidates; a candidate ending in EOS among the top beam_size ranks becomes a finished hypothesis. A sentence is
     done once it has beam_size finished hypotheses or reaches its max length (then its open beams are kept,
     marked unfinished). beam_size=1 is exactly greedy decoding. Returns the n_best hypotheses of each sentence,
-    best first by length-normalized score. ``cancelled`` is asked before every step; when it says True the search
+    best first by length-normalized score. ``rules`` (:class:`SearchRules`) may ban tokens, force EOS at the
+    max length, keep scores in float32, and replace the end rule by transformers' ``early_stopping=False``: then
+    only the beam_size best finished hypotheses are kept, a sentence is done once its best open beam (scored at its
+    length) no longer beats the worst of them, and at its max length the candidates of the top beam_size ranks
+    end it. ``cancelled`` is asked before every step; when it says True the search
     stops there and raises :class:`SearchCancelled`. When ``records`` is a list, one :class:`BeamRecord` per
     sentence is appended to it (recording costs nothing when it is None). ``forced`` gives each sentence a target
     prefix as (token, log-probability) pairs: its first steps take these tokens, one beam, whatever the model
@@ -186,23 +277,47 @@ def beam_search(
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
     config = backend.config
+    score_type = np.float32 if rules.float32_scores else np.float64
+    banned = np.asarray(rules.banned_ids, dtype=np.int64)
+
+    def normalized(total: float, length: int) -> float:
+        if rules.float32_scores:  # transformers: a float32 tensor divided by a Python number, in float32
+            return float(np.float32(total) / np.float32(max(length, 1) ** length_penalty))
+        return length_normalized(total, length, length_penalty)
+
     batch_size = len(max_lengths)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     steps: list[list[list[BeamNode]]] = [[] for _ in range(batch_size)]  # filled only when records is a list
     ends: list[list[tuple[int, int]]] = [[] for _ in range(batch_size)]  # (step, node) of each finished hypothesis
     active = np.arange(batch_size)  # the sentence of each group of rows
     group = 1  # state rows per sentence: one until the first step has chosen beam_size different beams
-    scores = np.zeros((batch_size, group))  # cumulative log-probability of each open beam
+    scores = np.zeros((batch_size, group), dtype=score_type)  # cumulative log-probability of each open beam
     history = np.zeros((batch_size, 0), dtype=np.int64)
     history_log_probs = np.zeros((batch_size, 0))  # each history token's own log-probability, reordered with it
     last_tokens = np.full(batch_size, config.bos_id, dtype=np.int64)
-    k = min(2 * beam_size, config.vocab_size)
+    k = min(2 * beam_size, config.vocab_size - len(banned))
+
+    def finish(sentence: int, hypothesis: Hypothesis, end: tuple[int, int]) -> None:
+        finished[sentence].append(hypothesis)
+        ends[sentence].append(end)
+        if not rules.early_stopping and len(finished[sentence]) > beam_size:  # keep the beam_size best
+            worst = min(range(len(finished[sentence])), key=lambda i: finished[sentence][i].score)
+            del finished[sentence][worst], ends[sentence][worst]
 
     for step in range(max(max_lengths, default=0)):
         if cancelled is not None and cancelled():
             raise SearchCancelled
-        top_log_probs, top_ids, state = backend.step(last_tokens, state, k)  # [n * group, k] each
+        # [n * group, k] each; banned tokens may be among the best, so ask for that many more and drop them
+        top_log_probs, top_ids, state = backend.step(last_tokens, state, k + len(banned))
+        if len(banned):
+            top_log_probs, top_ids = without_banned(top_log_probs, top_ids, banned, k)
         n = len(active)
+        if rules.forced_eos:  # a row at its sentence's last step: EOS is its one candidate, log-probability 0
+            last = np.repeat([step + 1 >= max_lengths[sentence] for sentence in active], group)  # [n * group]
+            if last.any():
+                top_log_probs, top_ids = top_log_probs.copy(), top_ids.copy()
+                top_log_probs[last], top_ids[last] = -np.inf, config.eos_id
+                top_log_probs[last, 0] = 0.0
         candidates = (scores[:, :, None] + top_log_probs.reshape(n, group, k)).reshape(n, group * k)
         step_log_probs = top_log_probs.reshape(n, group * k)  # each candidate's own token log-probability
         # The flat index beam * V + token orders equal scores exactly as a search over all [group, V] would.
@@ -211,6 +326,8 @@ def beam_search(
 
         keep_rows, next_scores, next_tokens, next_log_probs, still_active = [], [], [], [], []
         for row, sentence in enumerate(active):
+            at_max_length = step + 1 >= max_lengths[sentence]
+            top_ranks_end = at_max_length and not rules.early_stopping  # transformers: the top ranks all end here
             beams: list[tuple[int, int, float, float]] = []  # (source row, token, score, token log-probability)
             nodes: list[list] = []  # [token, parent, total, token log-probability, status] of each ranked candidate
             opened: list[int] = []  # the node of each beam
@@ -236,25 +353,34 @@ def beam_search(
                     if rank < beam_size:
                         tokens = tuple(int(t) for t in history[source_row])
                         log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
-                        finished[sentence].append(Hypothesis(
-                            tokens, total, length_normalized(total, len(tokens) + 1, length_penalty), True, log_probs))
-                        ends[sentence].append((step, len(nodes)))
+                        finish(sentence, Hypothesis(tokens, total, normalized(total, len(tokens) + 1), True, log_probs),
+                               (step, len(nodes)))
                         status = "finished"
+                elif top_ranks_end:
+                    if rank < beam_size:
+                        tokens = tuple(int(t) for t in history[source_row]) + (token,)
+                        log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
+                        finish(sentence, Hypothesis(tokens, total, normalized(total, len(tokens)), False, log_probs),
+                               (step, len(nodes)))
+                        status = "stopped"
                 elif len(beams) < beam_size:
                     beams.append((source_row, token, total, log_prob))
                     opened.append(len(nodes))
                     status = "kept"
                 if records is not None:
                     nodes.append([token, beam if step else -1, total, log_prob, status])
-            at_max_length = step + 1 >= max_lengths[sentence]
-            if at_max_length:
+            if at_max_length and not top_ranks_end:
                 for (source_row, token, total, log_prob), node in zip(beams, opened):
                     tokens = tuple(int(t) for t in history[source_row]) + (token,)
                     log_probs = tuple(float(p) for p in history_log_probs[source_row]) + (log_prob,)
-                    finished[sentence].append(Hypothesis(
-                        tokens, total, length_normalized(total, len(tokens), length_penalty), False, log_probs))
-                    ends[sentence].append((step, node))
-            done = len(finished[sentence]) >= beam_size or at_max_length or not beams
+                    finish(sentence, Hypothesis(tokens, total, normalized(total, len(tokens)), False, log_probs),
+                           (step, node))
+            if rules.early_stopping:
+                done = len(finished[sentence]) >= beam_size or at_max_length or not beams
+            else:  # transformers' early_stopping=False: can the best open beam still beat the worst finished one?
+                full = len(finished[sentence]) >= beam_size
+                done = at_max_length or not beams or (full and normalized(beams[0][2], step + 1) <= min(
+                    hypothesis.score for hypothesis in finished[sentence]))
             if records is not None:
                 for node in opened if done else ():
                     nodes[node][4] = "stopped" if at_max_length else "pruned"
@@ -278,7 +404,7 @@ def beam_search(
         last_tokens = np.asarray(next_tokens, dtype=np.int64)
         history = np.concatenate([history[index], last_tokens[:, None]], axis=1)
         history_log_probs = np.concatenate([history_log_probs[index], np.asarray(next_log_probs)[:, None]], axis=1)
-        scores = np.asarray(next_scores).reshape(len(still_active), group)
+        scores = np.asarray(next_scores, dtype=score_type).reshape(len(still_active), group)
         active = np.asarray(still_active)
 
     best_first = [sorted(range(len(found)), key=lambda i: -found[i].score)[:n_best] for found in finished]
@@ -293,8 +419,9 @@ class Attention:
     """Every layer's and head's attention weights for the decoding steps that produced one translation.
 
     Row t of ``decoder`` and ``cross`` is the step that produced ``target_tokens[t]`` (EOS included when the
-    hypothesis finished); that step's decoder input was ``decoder_input_tokens[t]`` (``<s>``, then the tokens
-    produced before it), which are also the keys of ``decoder``. Weights are float32 and each row sums to 1.
+    hypothesis finished); that step's decoder input was ``decoder_input_tokens[t]`` (``start_token``, the
+    decoder's first input ``bos_id``: ``<s>`` in our models, ``<pad>`` in Marian's; then the tokens produced before
+    it), which are also the keys of ``decoder``. Weights are float32 and each row sums to 1.
     """
 
     source_tokens: list[str]  # S: the source subwords and </s>
@@ -302,10 +429,11 @@ class Attention:
     encoder: np.ndarray  # [enc_layers, heads, S, S] encoder self-attention
     decoder: np.ndarray  # [dec_layers, heads, T, T] decoder self-attention (causal)
     cross: np.ndarray  # [dec_layers, heads, T, S] encoder-decoder attention
+    start_token: str = "<s>"  # the token of the config's bos_id
 
     @property
     def decoder_input_tokens(self) -> list[str]:
-        return ["<s>"] + self.target_tokens[:-1]
+        return [self.start_token] + self.target_tokens[:-1]
 
 
 @dataclass(frozen=True)
@@ -350,8 +478,7 @@ def translate(
     *,
     beam_size: int = 5,
     length_penalty: float = 1.0,
-    max_length_a: float = MAX_LENGTH_A,
-    max_length_b: int = MAX_LENGTH_B,
+    rules: SearchRules = DEFAULT_RULES,
     max_length: int | None = None,
     n_best: int = 1,
     return_attention: bool = False,
@@ -366,8 +493,9 @@ def translate(
 ) -> list[Translation]:
     """Translate texts with beam search (``beam_size=1`` is greedy).
 
-    The output of a source of n tokens (EOS included) is at most ``max_length_a * n + max_length_b`` tokens, EOS
-    included, and at most ``max_length`` when given. A text that is empty after normalization translates to "" without
+    The output of a source of n tokens (EOS included) is at most ``rules.max_length_a * n + rules.max_length_b``
+    tokens, EOS included, and at most ``max_length`` when given; ``rules`` (:class:`SearchRules`, the model's) also
+    say which tokens are banned, whether EOS is forced at that limit, and when a beam search ends. A text that is empty after normalization translates to "" without
     running the model. Texts are batched by length and returned in input order; with a ``pool``, its threads search
     different batches at the same time with the same backend (which must allow concurrent calls, as onnxruntime
     and torch do), and a batch's results do not depend on which thread ran it. ``return_attention`` adds every
@@ -399,7 +527,7 @@ def translate(
     prefixes = prefix_ids(tokenizer, config, texts, target_prefix)
     head_mask = HeadMask.switched_off(heads_off or [], config)
     for index, (ids, prefix) in enumerate(zip(encoded, prefixes or [])):
-        longest = max_target_length(len(ids), config, max_length, max_length_a, max_length_b)
+        longest = max_target_length(len(ids), config, max_length, rules.max_length_a, rules.max_length_b)
         if ids and len(prefix) >= longest:
             raise ValueError(f"target_prefix[{index}] has {len(prefix)} tokens; the translation of this text has at "
                              f"most {longest} (EOS included)")
@@ -412,14 +540,15 @@ def translate(
 
     def translate_batch(batch: list[int]) -> None:
         sources = [encoded[i] for i in batch]
-        max_lengths = [max_target_length(len(ids), config, max_length, max_length_a, max_length_b) for ids in sources]
+        max_lengths = [max_target_length(len(ids), config, max_length, rules.max_length_a, rules.max_length_b)
+                       for ids in sources]
         if cancelled is not None and cancelled():
             raise SearchCancelled
         forced = forced_tokens(backend, sources, [prefixes[i] for i in batch], head_mask) if prefixes else None
         state = backend.start(pad_batch(sources, config.pad_id), head_mask)
         records: list[BeamRecord] | None = [] if record_beams else None
         found = beam_search(backend, state, max_lengths, beam_size=beam_size, length_penalty=length_penalty,
-                            n_best=n_best, cancelled=cancelled, records=records, forced=forced)
+                            n_best=n_best, cancelled=cancelled, records=records, forced=forced, rules=rules)
         chosen = [hypotheses[0] for hypotheses in found]
         nothing = [None] * len(batch)
         attentions = attention_of(backend, tokenizer, sources, chosen, head_mask) if return_attention else nothing
@@ -585,5 +714,6 @@ def attention_of(backend: SearchBackend, tokenizer, sources: list[list[int]], ch
             encoder=np.ascontiguousarray(encoder[:, row, :, :s, :s], dtype=np.float32),  # [L, H, S, S]
             decoder=np.ascontiguousarray(decoder[:, row, :, :t, :t], dtype=np.float32),  # [L, H, T, T]
             cross=np.ascontiguousarray(cross[:, row, :, :t, :s], dtype=np.float32),  # [L, H, T, S]
+            start_token=tokenizer.id_to_token(backend.config.bos_id),
         ))
     return attentions

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .confidence import ConfidenceModel
-from .search import SearchBackend, Translation, translate
+from .search import DEFAULT_RULES, SearchBackend, SearchRules, Translation, translate
 
 
 def available_cores() -> int:
@@ -52,19 +52,27 @@ class BaseTranslator:
     The pool of ``workers`` threads is created once, on the first call that has more than one batch, and shared by
     every later call (the backend must allow concurrent calls, as onnxruntime and torch do). One instance may serve
     many threads. With a ``confidence`` model every translation carries its :class:`core.confidence.Confidence`.
+    ``rules`` (:class:`core.search.SearchRules`) are the model's own search settings, read from its folder or bundle.
     """
 
     def __init__(self, backend: SearchBackend, tokenizer, *, workers: int = 1,
-                 confidence: ConfidenceModel | None = None) -> None:
+                 confidence: ConfidenceModel | None = None, rules: SearchRules = DEFAULT_RULES) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         tokenizer.check_compatible(backend.config)
+        rules.check(backend.config)
+        self.rules = rules
         self.backend = backend
         self.tokenizer = tokenizer
         self.config = backend.config
         self.workers = workers
         self.confidence = confidence
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def max_beam_size(self) -> int:
+        """The largest beam: the backend's, less the candidates banned tokens take from each step."""
+        return (2 * self.backend.max_beam_size - len(self.rules.banned_ids)) // 2
 
     @property
     def max_source_tokens(self) -> int:
@@ -114,8 +122,9 @@ class BaseTranslator:
         before every decoding step, stops the work with :class:`core.search.SearchCancelled` when it says True.
         """
         check_options(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length, n_best=n_best,
-                      batch_size=batch_size, max_beam_size=self.backend.max_beam_size)
-        results = translate(self.backend, self.tokenizer, texts, beam_size=beam_size, length_penalty=length_penalty,
+                      batch_size=batch_size, max_beam_size=self.max_beam_size)
+        results = translate(self.backend, self.tokenizer, texts, rules=self.rules, beam_size=beam_size,
+                            length_penalty=length_penalty,
                             max_length=max_length, n_best=n_best, return_attention=return_attention,
                             record_beams=record_beams, target_prefix=target_prefix, heads_off=heads_off,
                             return_trace=return_trace, batch_size=batch_size, pool=self._executor(), progress=progress,

@@ -2,9 +2,9 @@
 JavaScript library).
 
 Column t holds the candidates the search ranked at step t (2 x beam size of them, best at the top), each joined to
-the beam it extends in column t - 1; the root is ``<s>``. Every node is a focusable button whose label carries its
-token, its own and cumulative log-probability and its fate (:data:`core.search.BEAM_STATUSES`), so hovering,
-focusing or tapping it shows them; clicking it or pressing Enter asks the server to show its attention. The tree
+the beam it extends in column t - 1; the root is the decoder's start token (``<s>``; an imported Marian model's
+``<pad>``). Every node is a focusable button whose label carries its token, its own and cumulative log-probability
+and its fate (:data:`core.search.BEAM_STATUSES`), so hovering, focusing or tapping it shows them; clicking it or pressing Enter asks the server to show its attention. The tree
 is bounded by the demo's limits: at most ``1.5 x 129 + 10`` steps of at most 16 candidates.
 """
 
@@ -43,7 +43,7 @@ def short(token: str) -> str:
     return token if len(token) <= LABEL_CHARACTERS else token[: LABEL_CHARACTERS - 1] + "…"
 
 
-def beam_tree_html(record: BeamRecord, token: Callable[[int], str]) -> str:
+def beam_tree_html(record: BeamRecord, token: Callable[[int], str], start: str = "<s>") -> str:
     """The record as an SVG tree in a box that scrolls, with a legend and a status line; ``token`` names a token id.
 
     The path of the returned translation is highlighted, pruned candidates are grey and dashed, finished ones
@@ -89,7 +89,7 @@ def beam_tree_html(record: BeamRecord, token: Callable[[int], str]) -> str:
                          f"<text x='{x + 6}' y='{y + 15}'>{html.escape(short(name))}</text></g>")
         kept_ranks = kept_ranks_here or [0]
     root = (f"<g class='n root chosen'><rect x='{LEFT}' y='{TOP}' width='{NODE_WIDTH}' height='{NODE_HEIGHT}' "
-            f"rx='4'/><text x='{LEFT + 6}' y='{TOP + 15}'>&lt;s&gt;</text></g>")
+            f"rx='4'/><text x='{LEFT + 6}' y='{TOP + 15}'>{html.escape(short(start))}</text></g>")
     svg = (f"<svg class='beam-svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='group' "
            f"aria-label='beam search: {len(record.steps)} steps'>"
            f"{''.join(numbers)}{''.join(edges)}{root}{''.join(nodes)}</svg>")

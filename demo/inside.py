@@ -24,7 +24,9 @@ COMPARE_EXAMPLE = ("The man sees the woman.", "The woman sees the man.")
 
 def beam_tree_view(directions: Mapping[str, Translator], result: DemoTranslation) -> str:
     """The recorded beam search of a translation as the page's tree (:func:`demo.beamtree.beam_tree_html`)."""
-    return beamtree.beam_tree_html(result.beams, directions[result.direction].tokenizer.id_to_token)
+    translator = directions[result.direction]
+    return beamtree.beam_tree_html(result.beams, translator.tokenizer.id_to_token,
+                                   translator.tokenizer.id_to_token(translator.config.bos_id))
 
 
 def whole_number(value, what: str) -> int:

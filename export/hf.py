@@ -77,10 +77,14 @@ def residual_permutation(config: TransformerConfig) -> Tensor:
     Marian ([0, 2, ..., d-2, 1, 3, ..., d-1]: our interleaved sines and cosines become all sines, then all cosines);
     the identity for Blenderbot, whose learned positions take our table as it is.
     """
-    d = config.d_model
     if architecture(config) == BLENDERBOT:
-        return torch.arange(d)
-    return torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # [d]
+        return torch.arange(config.d_model)
+    return sines_then_cosines(config.d_model)
+
+
+def sines_then_cosines(d_model: int) -> Tensor:
+    """[0, 2, ..., d-2, 1, 3, ..., d-1]: Marian's residual dimension k is our dimension p[k]."""
+    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])  # [d]
 
 
 def hf_config(config: TransformerConfig):

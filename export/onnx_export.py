@@ -57,10 +57,10 @@ from torch import Tensor, nn
 from core.decoding import TorchBackend
 from core.heads import HEAD_KINDS, HeadMask, trace_output_names
 from core.model import KVCache, Transformer
-from core.search import pad_batch, translate
+from core.search import SearchRules, pad_batch, translate
 from core.tokenizer import TOKENIZER_FILE, Tokenizer
 from core.bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, ENCODER_OUTPUTS, INT8_GRAPHS, MANIFEST_FILE,
-                         SEARCH_RULES, OnnxBackend, file_entry, graph_key, write_manifest_file)
+                         OnnxBackend, file_entry, graph_key, write_manifest_file)
 from export.int8 import quantize_file
 from export.weights import share_weights
 
@@ -466,8 +466,9 @@ def library_versions() -> dict:
 
 
 def write_manifest(directory: Path, model: Transformer, opset: int, parity: ParityReport, int8: dict,
-                   languages: dict | None, weights: dict[str, list[str]]) -> dict:
-    """Write manifest.json; ``weights`` lists the weights files each graph file reads (:func:`share_weights`)."""
+                   languages: dict | None, rules: SearchRules, weights: dict[str, list[str]]) -> dict:
+    """Write manifest.json; ``rules`` is the model's search settings, ``weights`` lists the weights files each graph
+    file reads (:func:`share_weights`)."""
     config = model.config
     graphs = {name: {"file": file, "weights": weights[file], **graph_io(directory / file)}
               for name, file in GRAPH_FILES.items()}
@@ -483,7 +484,7 @@ def write_manifest(directory: Path, model: Transformer, opset: int, parity: Pari
         "languages": languages,
         "tokenizer": TOKENIZER_FILE,
         "special_tokens": {"pad": config.pad_id, "bos": config.bos_id, "eos": config.eos_id, "unk": config.unk_id},
-        "search": SEARCH_RULES,
+        "search": rules.to_dict(),
         "opset": opset,
         "graphs": graphs,
         "parity": {**parity.as_dict(), "int8": int8},
@@ -541,6 +542,11 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to overwrite it")
     model, tokenizer = load_model_folder(model_dir)
+    try:
+        rules = SearchRules.load(model_dir)  # the model's search.json, copied into the manifest
+        rules.check(model.config)
+    except ValueError as error:
+        raise ExportError(f"cannot load the model folder {model_dir}: {error}") from error
 
     with staged(out) as staging:
         export_graphs(model, staging, opset)
@@ -554,5 +560,5 @@ def export_bundle(model_dir: str | Path, out: str | Path | None = None, *, opset
         parity = verify_parity(model, tokenizer, staging, sentences or PARITY_SENTENCES)
         int8 = {"linear_layers": rewritten, **verify_int8(tokenizer, model.config, staging,
                                                            sentences or PARITY_SENTENCES)}
-        manifest = write_manifest(staging, model, opset, parity, int8, languages, weights)
+        manifest = write_manifest(staging, model, opset, parity, int8, languages, rules, weights)
     return manifest

@@ -56,7 +56,7 @@ def translate_command(args: argparse.Namespace) -> None:
     try:
         translator = Translator(args.model, threads=args.threads, workers=args.workers, precision=args.precision)
         check_options(beam_size=args.beam, length_penalty=args.length_penalty, max_length=None, n_best=1,
-                      batch_size=args.batch_size, max_beam_size=translator.backend.max_beam_size)
+                      batch_size=args.batch_size, max_beam_size=translator.max_beam_size)
         if args.confidence and translator.confidence is None:
             raise ValueError(f"--confidence: {args.model} is not calibrated (no confidence.json in its manifest; "
                              "run python -m serve.calibrate)")

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.search import max_target_length, prefix_token_ids
+from core.search import DEFAULT_RULES, max_target_length, prefix_token_ids
 from core.translator import BaseTranslator
 
 from .translator import Translator
@@ -80,10 +80,17 @@ def fit_text(translator: BaseTranslator, text: str, limits: InputLimits, *, cut:
     return FittedText(text, len(translator.tokenizer.encode(text)), chars_before, tokens)
 
 
+def longest_output(translator: BaseTranslator, source: int, max_new_tokens: int | None) -> int:
+    """The most target tokens (EOS included) for a source of ``source`` tokens (EOS included), by the model's own
+    length rule (its search rules)."""
+    rules = getattr(translator, "rules", DEFAULT_RULES)
+    return max_target_length(source, translator.config, max_new_tokens, rules.max_length_a, rules.max_length_b)
+
+
 def search_cost(translator: BaseTranslator, source_tokens: int, beams: int, max_new_tokens: int | None) -> int:
     """A sentence's search work before it starts: beams x (source + the most target tokens), EOS included."""
     source = source_tokens + 1
-    return beams * (source + max_target_length(source, translator.config, max_new_tokens))
+    return beams * (source + longest_output(translator, source, max_new_tokens))
 
 
 def attention_weights(translator: BaseTranslator, source_tokens: int, max_new_tokens: int | None) -> int:
@@ -92,7 +99,7 @@ def attention_weights(translator: BaseTranslator, source_tokens: int, max_new_to
     if source_tokens == 0:
         return 0
     config, source = translator.config, source_tokens + 1
-    target = max_target_length(source, config, max_new_tokens)
+    target = longest_output(translator, source, max_new_tokens)
     return config.n_heads * (config.n_encoder_layers * source * source
                              + config.n_decoder_layers * (target * target + target * source))
 
@@ -101,7 +108,7 @@ def beam_nodes(translator: BaseTranslator, source_tokens: int, beams: int, max_n
     """The most nodes one translation's beam record can hold: 2 x beams ranked candidates at every step."""
     if source_tokens == 0:
         return 0
-    return 2 * beams * max_target_length(source_tokens + 1, translator.config, max_new_tokens)
+    return 2 * beams * longest_output(translator, source_tokens + 1, max_new_tokens)
 
 
 def check_prefix(translator: BaseTranslator, prefix: str | Sequence[str] | None, source_tokens: int,
@@ -120,7 +127,7 @@ def check_prefix(translator: BaseTranslator, prefix: str | Sequence[str] | None,
         ids = prefix_token_ids(translator.tokenizer, translator.config, prefix)
     except ValueError as error:
         raise InputError(str(error)) from None
-    longest = max_target_length(source_tokens + 1, translator.config, max_new_tokens)
+    longest = longest_output(translator, source_tokens + 1, max_new_tokens)
     if source_tokens and len(ids) >= longest:
         raise InputError(f"{len(ids)} tokens; the translation of this input has at most {longest} (EOS included)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.bundle import OnnxBackend, load_confidence
+from core.bundle import OnnxBackend, load_confidence, search_rules
 from core.translator import BaseTranslator, available_cores
 
 
@@ -33,7 +33,7 @@ class Translator(BaseTranslator):
                                                                     precision=precision)
         self.precision = precision
         super().__init__(backend, tokenizer, workers=workers or available_cores(),
-                         confidence=load_confidence(self.directory, self.manifest))
+                         confidence=load_confidence(self.directory, self.manifest), rules=search_rules(self.manifest))
         self.threads = threads
 
     @property

@@ -135,3 +135,34 @@ def test_too_long_input_is_a_clear_error():
     model = Transformer(config).eval()
     with pytest.raises(ValueError, match="max_positions"):
         model.encode(torch.full((1, 9), 5))
+
+
+def test_swish_and_the_output_bias_are_read_from_the_config(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config(activation="swish", final_logits_bias=True)
+    model = Transformer(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias.normal_()
+    x = torch.randn(2, 3, config.d_model)
+    feed_forward = model.encoder_layers[0].feed_forward
+    torch.testing.assert_close(feed_forward(x), feed_forward.linear_out(F.silu(feed_forward.linear_in(x))))
+    plain = Transformer(tiny_config(activation="swish")).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "final_logits_bias"})
+    source, target = random_batch(config)
+    torch.testing.assert_close(model(source, target), plain(source, target) + model.final_logits_bias)
+    model.save_pretrained(tmp_path)
+    loaded = Transformer.from_pretrained(tmp_path)
+    assert loaded.config == config and torch.equal(loaded.final_logits_bias, model.final_logits_bias)
+    torch.testing.assert_close(loaded(source, target), model(source, target))
+
+
+def test_the_defaults_are_the_papers_model():
+    config = TransformerConfig.from_dict({"vocab_size": 40, "d_model": 16, "n_heads": 2})  # a config.json of before
+    assert (config.activation, config.final_logits_bias) == ("relu", False)
+    model = Transformer(config)
+    assert model.final_logits_bias is None and "final_logits_bias" not in model.state_dict()
+    x = torch.randn(2, config.d_model)
+    feed_forward = model.encoder_layers[0].feed_forward
+    torch.testing.assert_close(feed_forward(x), feed_forward.linear_out(torch.relu(feed_forward.linear_in(x))))
+    with pytest.raises(ValueError, match="activation must be one of relu, swish, got 'gelu'"):
+        TransformerConfig(vocab_size=10, activation="gelu")

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import tiny_config
 from core.config import TransformerConfig
-from core.search import (BEAM_STATUSES, MAX_LENGTH_A, MAX_LENGTH_B, SearchCancelled, beam_search, max_target_length,
+from core.search import (BEAM_STATUSES, MAX_LENGTH_A, MAX_LENGTH_B, SearchCancelled, SearchRules, beam_search,
+                         max_target_length,
                          top_k_indices, top_k_tokens, translate)
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
@@ -156,7 +157,8 @@ def test_beam_size_one_equals_greedy_on_a_model():
     model = Transformer(tiny_config(vocab_size=30)).eval()
     sources = [[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]]
     texts = [" ".join(map(str, s)) for s in sources]
-    results = translate(TorchBackend(model), IdTokenizer(), texts, beam_size=1, max_length_a=1.0, max_length_b=3)
+    results = translate(TorchBackend(model), IdTokenizer(), texts, beam_size=1,
+                        rules=SearchRules(max_length_a=1.0, max_length_b=3))
     for source, result in zip(sources, results):
         assert result.token_ids == uncached_greedy(model, source, max_length=len(source) + 1 + 3)
 

@@ -15,7 +15,7 @@ from conftest import ROOT, require_multi30k
 from core.search import SearchCancelled, pad_batch
 from core.translator import available_cores
 from serve import BundleError, Translator
-from core.bundle import SEARCH_RULES
+from core.search import SearchRules
 from serve.api import resident_memory_bytes
 from serve.policy import InputError, InputLimits, attention_weights, fit_text, search_cost
 from serve.batcher import Batcher, QueueFull, SearchOptions, searcher
@@ -409,15 +409,22 @@ def test_resident_memory_is_measured_without_proc(monkeypatch):
     assert resident_memory_bytes() > 10 * 2**20  # the peak, from getrusage
 
 
-def test_bundles_record_the_length_rule_and_a_different_one_is_refused(tmp_path):
+def test_bundles_record_their_search_rules_and_a_bad_one_is_refused(tmp_path):
     for pair in ("en-de", "de-en"):
-        assert json.loads((ROOT / "models" / pair / "onnx" / "manifest.json").read_text())["search"] == SEARCH_RULES
+        manifest = json.loads((ROOT / "models" / pair / "onnx" / "manifest.json").read_text())
+        assert SearchRules.from_dict(manifest["search"]) == SearchRules()  # our models' search: the defaults
     bundle = tmp_path / "bundle"
     shutil.copytree(EN_DE / "onnx", bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    (bundle / "manifest.json").write_text(json.dumps({**manifest, "search": {"max_length_a": 2, "max_length_b": 0}}))
-    with pytest.raises(BundleError, match="asks for the search length rule"):
-        Translator(bundle)
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "search": {"max_length_a": 0, "max_length_b": 2}}))
+    translator = Translator(bundle)
+    assert translator.rules == SearchRules(max_length_a=0, max_length_b=2)
+    assert len(translator.translate(["Two young children are playing on the grass."])[0].token_ids) <= 2
+    for search, message in (({"max_length_c": 2}, "unknown search rules: max_length_c"),
+                            ({"banned_ids": [-1]}, "banned_ids must be token ids")):
+        (bundle / "manifest.json").write_text(json.dumps({**manifest, "search": search}))
+        with pytest.raises(BundleError, match=message):
+            Translator(bundle)
 
 
 def test_the_input_policy_cuts_or_refuses_and_prices_the_work(translator):

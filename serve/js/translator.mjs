@@ -150,8 +150,11 @@ function checkOptions({ beamSize, lengthPenalty, maxLength, nBest, batchSize }, 
 const CONFIG_FIELDS = { vocab_size: ["int"], d_model: ["int", 512], n_heads: ["int", 8], d_ff: ["int", 2048],
   n_encoder_layers: ["int", 6], n_decoder_layers: ["int", 6], dropout: ["float", 0.1], attention_dropout: ["float", 0],
   activation_dropout: ["float", 0], pre_norm: ["bool", false], max_positions: ["int", 1024], pad_id: ["int", 0],
-  bos_id: ["int", 1], eos_id: ["int", 2], unk_id: ["int", 3] };
-const IS_TYPE = { int: Number.isInteger, float: (v) => typeof v === "number", bool: (v) => typeof v === "boolean" };
+  bos_id: ["int", 1], eos_id: ["int", 2], unk_id: ["int", 3], activation: ["str", "relu"],
+  final_logits_bias: ["bool", false] };
+const ACTIVATIONS = ["relu", "swish"];
+const IS_TYPE = { int: Number.isInteger, float: (v) => typeof v === "number", bool: (v) => typeof v === "boolean",
+  str: (v) => typeof v === "string" };
 
 /** The config with its defaults filled in, or an Error with TransformerConfig's message for what it refuses. */
 export function checkConfig(values) {
@@ -172,6 +175,9 @@ export function checkConfig(values) {
   if (config.d_model % 2) throw new Error(`d_model (${config.d_model}) must be even for the sinusoidal encoding`);
   for (const name of ["dropout", "attention_dropout", "activation_dropout"]) {
     if (!(config[name] >= 0 && config[name] < 1)) throw new Error(`${name} must be in [0, 1), got ${config[name]}`);
+  }
+  if (!ACTIVATIONS.includes(config.activation)) {
+    throw new Error(`activation must be one of ${ACTIVATIONS.join(", ")}, got '${config.activation}'`);
   }
   return config;
 }
@@ -560,6 +566,14 @@ export class Translator {
     const rule = manifest.search ?? {};
     if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
       throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
+    }
+    // core/search.py's SearchRules beyond the length rule (an imported Marian model's): not in this module yet, so
+    // refused here rather than searched differently from Python
+    const defaults = { banned_ids: [], forced_eos: false, early_stopping: true, float32_scores: false };
+    const other = Object.keys(rule).filter((name) => !["max_length_a", "max_length_b"].includes(name) &&
+      JSON.stringify(rule[name]) !== JSON.stringify(defaults[name]));
+    if (other.length) {
+      throw new BundleError(`${bundle}/manifest.json asks for search rules this version does not implement: ${other.join(", ")}`);
     }
     for (const graph of GRAPHS) {
       const { file, weights: external } = manifest.graphs[graphKeys[graph]];
