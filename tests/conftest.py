@@ -72,6 +72,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextmanager
+def http_server(directory: Path, log_dir: Path):
+    """``python -m http.server`` serving directory on a loopback port: yields its URL once it answers, stopped by
+    PID."""
+    import httpx
+
+    port = free_port()
+    log = (log_dir / "http.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(directory)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the static server did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
 def pytest_collection_modifyitems(config, items):
     """Without torch installed, a test marked ``torch`` is skipped with the reason, not failed."""
     if HAS_TORCH:

@@ -10,12 +10,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
-from conftest import CHROMIUM, CHROMIUM_FLAGS, MULTI30K, ROOT, free_port
+from conftest import CHROMIUM, CHROMIUM_FLAGS, MULTI30K, ROOT, http_server
 from core.data import read_lines
 
 JS = ROOT / "serve" / "js"
@@ -59,25 +57,8 @@ def test_node_suite_matches_python(node_modules):
 @pytest.fixture()
 def static_server(node_modules, tmp_path):
     """The repository over HTTP on a loopback port (the page, the package and the bundles), stopped by PID."""
-    port = free_port()
-    log = (tmp_path / "http.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-                               str(ROOT)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the static server did not start"
-                time.sleep(0.2)
+    with http_server(ROOT, tmp_path) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
 BROWSER_TRANSLATE = """async ([pair, texts, beamSize]) => {

@@ -6,13 +6,11 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, free_port
+from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, http_server
 from core.bundle import sha256_of
 from core.heads import HeadMask
 from core.search import Hypothesis, attention_of
@@ -72,25 +70,8 @@ def test_the_folder_is_a_static_space_with_the_bundles_as_their_manifests_list_t
 @pytest.fixture(scope="module")
 def site_url(site, tmp_path_factory):
     """python -m http.server in the written folder on a loopback port, stopped by PID."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("http") / "http.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-                               str(site)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the static server did not start"
-                time.sleep(0.2)
+    with http_server(site, tmp_path_factory.mktemp("http")) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
