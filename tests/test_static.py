@@ -14,6 +14,7 @@ from conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, http_server
 from core.bundle import sha256_of
 from core.heads import HeadMask
 from core.search import Hypothesis, attention_of
+from serve.sentences import split_sentences, translate_paragraphs
 
 GOLDEN = ROOT / "tests" / "golden"
 SENTENCES = {"English → German": "Two young children are playing with a red ball on the grass.",
@@ -110,6 +111,50 @@ def wait_translated(page, count: int) -> None:
     page.wait_for_function(f"Number(document.body.dataset.translations ?? 0) >= {count}", timeout=120_000)
 
 
+def test_a_paragraph_translates_sentence_by_sentence_like_python(site_url, python_translators):
+    """As on every other surface (serve.sentences): the sentences searched apart and joined, and a menu that picks
+    the sentence whose attention the views show; on a phone, where a long menu entry could clip."""
+    from playwright.sync_api import expect, sync_playwright
+
+    label, text = "English → German", "A dog runs through the snow. Two men sit on a bench! Is the woman cold?"
+    translator = python_translators[label]["float32"]
+    (joined,) = translate_paragraphs(translator, [text], beam_size=5)
+    sentences = split_sentences(text, "en")
+    assert len(sentences) == 3
+    (second,) = translator.translate([sentences[1]], beam_size=5, return_attention=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(site_url)
+            expect(page.locator("#state")).to_have_text("ready", timeout=120_000)
+            page.locator("#direction").select_option(label)
+            expect(page.locator("#state")).to_have_text("ready", timeout=120_000)
+            page.locator("#source").fill(text)
+            page.locator("#beam").fill("5")
+            page.locator("#translate").click()
+            wait_translated(page, 1)
+            assert page.locator("#translation").text_content() == joined.text
+            expect(page.locator("#sentence option")).to_have_count(3)
+            assert page.locator("#sentence-choice").is_visible()
+            page.locator("#sentence").select_option("1")
+            page.wait_for_function("document.body.dataset.sentence === '1'", timeout=60_000)
+            page.locator("#kinds button[data-kind='cross']").click()
+            page.locator("#grid g.head[data-layer='0'][data-head='0']").click()
+            np.testing.assert_allclose(np.array(page.evaluate(HEATMAP)["rows"]), second.attention.cross[0, 0],
+                                       atol=1e-5)
+            assert page.evaluate(CLIPPED) == []
+            page.locator("#source").fill(sentences[0])
+            page.locator("#translate").click()
+            wait_translated(page, 2)
+            assert not page.locator("#sentence-choice").is_visible()  # one sentence: no menu
+            assert errors == []
+        finally:
+            browser.close()
+
+
 @pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
 def test_the_page_translates_and_shows_every_head_like_python(site_url, python_translators, width, height, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -124,7 +169,7 @@ def test_the_page_translates_and_shows_every_head_like_python(site_url, python_t
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(site_url)
             expect(page.locator("#state")).to_have_text("ready", timeout=120_000)
-            assert "runtime (14.2 MB)" in page.locator("#download").text_content()
+            assert "runtime and sentence splitter (16.5 MB)" in page.locator("#download").text_content()
             assert page.locator("#files li").count() >= 7  # the runtime and each file the translator read
             translations = 0
             for label in ("English → German", "German → English"):
@@ -240,7 +285,8 @@ def test_the_page_applies_the_input_policy(site_url, python_translators):
             page.locator("#translate").click()
             expect(page.locator("#state")).to_have_text("done", timeout=120_000)
             source, notices = fit_source(translator, long)  # the demo's cut and notice
-            assert page.locator("#translation").text_content() == translator.translate([source])[0].text
+            # the cut text, sentence by sentence, as the demo translates it
+            assert page.locator("#translation").text_content() == translate_paragraphs(translator, [source])[0].text
             cut = page.locator("#notices li").first.text_content()
             assert cut.startswith("⚠ The input has 260 subword tokens; the page translates at most 128, so it was cut to:")
             assert cut.endswith(source) and notices[0].startswith("The input has 260 subword tokens")

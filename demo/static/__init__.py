@@ -28,12 +28,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 JS = ROOT / "serve" / "js"
 PAGE = ("index.html", "app.mjs", "views.mjs", "style.css")
-TRANSLATOR = ("translator.mjs", "inspect.mjs")
+TRANSLATOR = ("translator.mjs", "inspect.mjs", "sentences.mjs")
 # What the page imports from each package (the import map in index.html names the module files).
 VENDOR = {"onnxruntime-web": ("dist/ort.wasm.min.mjs", "dist/ort-wasm-simd-threaded.mjs",
                               "dist/ort-wasm-simd-threaded.wasm", "package.json", "README.md"),
-          "@huggingface/tokenizers": ("dist/tokenizers.min.mjs", "package.json", "LICENSE", "README.md")}
+          "@huggingface/tokenizers": ("dist/tokenizers.min.mjs", "package.json", "LICENSE", "README.md"),
+          "sentencex-wasm": ("sentencex_wasm.js", "sentencex_wasm_bg.wasm", "package.json", "LICENSE", "README.md")}
 RUNTIME_WASM = "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm"
+SEGMENTER_WASM = "vendor/sentencex-wasm/sentencex_wasm_bg.wasm"  # the sentence splitter (serve/js/sentences.mjs)
 GITATTRIBUTES = "*.onnx filter=lfs diff=lfs merge=lfs -text\n*.wasm filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -145,7 +147,9 @@ def write_static(out: str | Path, bundles: Sequence[str | Path] | None = None, *
     settings = {"title": title, "directions": directions,
                 "limits": {"maxChars": LIMITS.max_chars, "maxTokens": LIMITS.max_tokens, "maxBeams": LIMITS.max_beams},
                 "runtime": {"wasm": RUNTIME_WASM, "bytes": (out / RUNTIME_WASM).stat().st_size,
-                            "sha256": sha256_of(out / RUNTIME_WASM)}}
+                            "sha256": sha256_of(out / RUNTIME_WASM)},
+                "segmenter": {"wasm": SEGMENTER_WASM, "bytes": (out / SEGMENTER_WASM).stat().st_size,
+                              "sha256": sha256_of(out / SEGMENTER_WASM)}}
     (out / "inspector.json").write_text(json.dumps(settings, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     licence = "gpl-2.0" if any(weights_licence(bundle) == "gpl-2.0" for bundle in bundles) else "mit"
     (out / "README.md").write_text(static_readme(title, directions, licence), encoding="utf-8")

@@ -4,6 +4,7 @@
 
 import { responseBytes, sha256Hex, Translator } from "./js/translator.mjs";
 import { ConfidenceModel, fitText, pathTo } from "./js/inspect.mjs";
+import { loadSentenceSplitter, splitSentences } from "./js/sentences.mjs";
 import { alignment, beamTree, heatmap, svg, thumbnail } from "./views.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -91,6 +92,19 @@ async function loadRuntime() {
   }
   ort.env.wasm.wasmBinary = binary;
   return ort;
+}
+
+/** The sentence splitter (sentencex's WebAssembly, serve/js/sentences.mjs), checked as the runtime is. */
+async function loadSegmenter() {
+  const { wasm, bytes, sha256: expected } = page.settings.segmenter;
+  const url = new URL(wasm, location.href), name = `sentence splitter: ${wasm.split("/").pop()}`;
+  let binary = await fetchBytes(url, name, bytes);
+  if (await sha256Hex(binary) !== expected) {
+    if (globalThis.caches) await (await caches.open(CACHE)).delete(url);
+    binary = await fetchBytes(url, name, bytes);
+    if (await sha256Hex(binary) !== expected) throw new Error(`${wasm} does not match its sha256 in inspector.json`);
+  }
+  await loadSentenceSplitter({ wasm: binary });
 }
 
 /** A direction's translator and confidence model, loaded once (with its files' progress). */
@@ -187,21 +201,28 @@ async function translateOnce() {
     notices.push(`The input has ${fitted.tokensBefore} subword tokens; the page translates at most ${Math.min(maxTokens, translator.maxSourceTokens)}, so it was cut to: ${fitted.text}`);
   }
   const off = headsOff();
+  // A paragraph translates sentence by sentence, as on every other surface (serve/sentences.py, sentences.mjs).
+  const sentences = splitSentences(fitted.text, translator.sourceLang);
+  if (!sentences.length) sentences.push(fitted.text);
   say("translating…");
   $("translate").disabled = true;
   try {
     const started = performance.now();
-    const [result] = await translator.translate([fitted.text], { beamSize: beam, recordBeams: true, headsOff: off });
+    const results = await translator.translate(sentences, { beamSize: beam, recordBeams: true, headsOff: off });
     const searched = performance.now();
-    const best = result.hypotheses[0];
-    const attention = await translator.attend(fitted.text, result.tokenIds, { finished: best.finished, headsOff: off });
+    const attention = await attentionOf(translator, sentences[0], results[0], off);
     const done = performance.now();
-    if (result.unknownCharacters) {
-      const count = result.unknownCharacters;
-      notices.unshift(`${count} character${count > 1 ? "s" : ""} of the input ${count > 1 ? "are" : "is"} unknown to the model (never seen in training; shown as <unk>) and ignored by the translation.`);
+    const unknown = results.reduce((sum, result) => sum + result.unknownCharacters, 0);
+    if (unknown) {
+      notices.unshift(`${unknown} character${unknown > 1 ? "s" : ""} of the input ${unknown > 1 ? "are" : "is"} unknown to the model (never seen in training; shown as <unk>) and ignored by the translation.`);
     }
-    page.shown = { translator, direction, result, attention, off, source: fitted.text, pictures: new Map() };
-    showResult(result, confidence?.assess(result, translator) ?? null, notices, direction);
+    page.shown = { translator, direction, sentences, results, result: results[0], attention, off, source: sentences[0],
+      pictures: new Map() };
+    // the least confident sentence speaks for the text, as Python's join_translations has it
+    const assessed = confidence ? results.map((result) => confidence.assess(result, translator))
+      .reduce((a, b) => (b.score < a.score ? b : a)) : null;
+    showResult(results.map((result) => result.text).filter(Boolean).join(" "), assessed, notices, direction);
+    showSentences(sentences);
     const timing = $("timing");
     timing.dataset.searchMs = (searched - started).toFixed(1);
     timing.dataset.attentionMs = (done - searched).toFixed(1);
@@ -220,10 +241,31 @@ async function translateOnce() {
   }
 }
 
-function showResult(result, assessed, notices, direction) {
+/** Every attention weight of one sentence's translation (the chosen beam). */
+function attentionOf(translator, source, result, off) {
+  return translator.attend(source, result.tokenIds, { finished: result.hypotheses[0].finished, headsOff: off });
+}
+
+/** The sentence menu: which sentence of a paragraph the attention and the beam tree show (hidden for one). */
+function showSentences(sentences) {
+  $("sentence").replaceChildren(...sentences.map((sentence, i) => new Option(`${i + 1}: ${sentence}`, String(i))));
+  $("sentence-choice").hidden = sentences.length < 2;
+}
+
+async function chooseSentence() {
+  const shown = page.shown, index = Number($("sentence").value);
+  const attention = await attentionOf(shown.translator, shown.sentences[index], shown.results[index], shown.off);
+  if (page.shown !== shown) return; // a newer translation took the page meanwhile
+  page.shown = { ...shown, result: shown.results[index], attention, source: shown.sentences[index], pictures: new Map() };
+  showAttention();
+  showTree();
+  document.body.dataset.sentence = String(index);
+}
+
+function showResult(text, assessed, notices, direction) {
   $("result").hidden = false;
   $("inside").hidden = false;
-  $("translation").textContent = result.text;
+  $("translation").textContent = text;
   $("translation").lang = direction.target ?? "";
   $("confidence").textContent = assessed ? `${assessed.label === "in_domain" ? "✓" : "⚠"} `
     + `${assessed.message[0].toUpperCase()}${assessed.message.slice(1)} (confidence ${assessed.score.toFixed(2)})` : "";
@@ -420,18 +462,20 @@ async function start() {
     fail(error);
     return;
   }
-  const { directions, runtime, limits } = page.settings;
+  const { directions, runtime, segmenter, limits } = page.settings;
   $("beam").max = limits.maxBeams;
   $("direction").replaceChildren(...directions.map((direction) => new Option(direction.label, direction.label)));
-  $("download").textContent = `This page downloads the runtime (${megabytes(runtime.bytes)}) and each direction's model when `
+  $("download").textContent = `This page downloads the runtime and sentence splitter (${megabytes(runtime.bytes + segmenter.bytes)}) and each direction's model when `
     + "you first use it; your browser keeps them for later visits.";
   try {
     page.ort = await loadRuntime();
+    await loadSegmenter();
   } catch (error) {
     fail(error);
     return;
   }
   $("direction").addEventListener("change", chooseDirection);
+  $("sentence").addEventListener("change", chooseSentence);
   $("form").addEventListener("submit", (event) => { event.preventDefault(); translate(); });
   $("all-on").addEventListener("click", () => {
     document.querySelectorAll("#heads-off input").forEach((box) => { box.checked = true; });
