@@ -26,7 +26,7 @@ from .handlers import find_bundles
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK_TOOL = ROOT / "requirements" / "lock.py"
-REQUIREMENTS = ("gradio", "plotly", "onnxruntime", "tokenizers", "numpy", "tqdm")  # what the app imports, no torch
+REQUIREMENTS = ("gradio", "plotly", "onnxruntime", "tokenizers", "numpy", "tqdm", "sentencex")  # what the app imports, no torch
 APP = '''"""Hugging Face Space entry point: the attention-mt demo on the bundles in models/."""
 
 from demo.app import main
