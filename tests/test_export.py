@@ -258,15 +258,6 @@ def test_the_teacher_forced_graph_loads_on_first_use(bundle):
     assert result.attention is not None and translator.backend._teacher_forced_graph is not None
 
 
-def test_the_teacher_forced_graph_loads_on_first_use(bundle):
-    translator = Translator(bundle[0], workers=1)
-    assert translator.backend._teacher_forced_graph is None
-    translator.translate(SENTENCES, beam_size=2)
-    assert translator.backend._teacher_forced_graph is None  # the search alone never loads it
-    (result,) = translator.translate(SENTENCES[:1], beam_size=2, return_attention=True)
-    assert result.attention is not None and translator.backend._teacher_forced_graph is not None
-
-
 def test_an_older_bundle_format_is_refused_with_a_way_out(bundle, tmp_path):
     import shutil
 
