@@ -23,8 +23,9 @@ export async function loadSentenceSplitter({ wasm = null } = {}) {
   if (wasm === null && typeof process !== "undefined" && process.versions?.node) {
     const { readFile } = await import("node:fs/promises");
     const { createRequire } = await import("node:module");
+    const { pathToFileURL } = await import("node:url");  // a path as a URL on every OS (Windows drive letters too)
     const entry = createRequire(import.meta.url).resolve("sentencex-wasm");
-    wasm = await readFile(new URL("sentencex_wasm_bg.wasm", `file://${entry}`));
+    wasm = await readFile(new URL("sentencex_wasm_bg.wasm", pathToFileURL(entry)));
   }
   if (wasm === null) throw new Error("loadSentenceSplitter needs { wasm } outside Node: the URL of sentencex_wasm_bg.wasm");
   const bytes = wasm instanceof URL || typeof wasm === "string" ? await (await fetch(wasm)).arrayBuffer()
