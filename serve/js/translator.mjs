@@ -526,6 +526,19 @@ export class Translator {
     if (manifest.format_version !== BUNDLE_FORMAT_VERSION) {
       throw new BundleError(`${bundle} has format_version ${manifest.format_version}; this version reads ${BUNDLE_FORMAT_VERSION}`);
     }
+    // the search rules, read before any file is downloaded
+    const rule = manifest.search ?? {};
+    if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
+      throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
+    }
+    // core/search.py's SearchRules beyond the length rule (an imported Marian model's): not in this module yet, so
+    // refused here rather than searched differently from Python
+    const defaults = { banned_ids: [], forced_eos: false, early_stopping: true, float32_scores: false };
+    const other = Object.keys(rule).filter((name) => !["max_length_a", "max_length_b"].includes(name) &&
+      JSON.stringify(rule[name]) !== JSON.stringify(defaults[name]));
+    if (other.length) {
+      throw new BundleError(`${bundle}/manifest.json asks for search rules this version does not implement: ${other.join(", ")}`);
+    }
     if (!["float32", "int8"].includes(precision)) throw new RangeError(`precision must be "float32" or "int8", got ${JSON.stringify(precision)}`);
     // The step graphs of the chosen precision (Python's graph_key); teacher_forced is float32 in every bundle.
     const graphKeys = Object.fromEntries(GRAPHS.map((g) => [g, precision === "int8" && g !== "teacher_forced" ? `${g}_int8` : g]));
@@ -563,18 +576,6 @@ export class Translator {
     tokenizer.checkCompatible(config);
     const options = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" };
     const sessions = {};
-    const rule = manifest.search ?? {};
-    if (![rule.max_length_a, rule.max_length_b].every((value) => typeof value === "number" && Number.isFinite(value))) {
-      throw new BundleError(`${bundle}/manifest.json has no search length rule (search.max_length_a/b): export the model again`);
-    }
-    // core/search.py's SearchRules beyond the length rule (an imported Marian model's): not in this module yet, so
-    // refused here rather than searched differently from Python
-    const defaults = { banned_ids: [], forced_eos: false, early_stopping: true, float32_scores: false };
-    const other = Object.keys(rule).filter((name) => !["max_length_a", "max_length_b"].includes(name) &&
-      JSON.stringify(rule[name]) !== JSON.stringify(defaults[name]));
-    if (other.length) {
-      throw new BundleError(`${bundle}/manifest.json asks for search rules this version does not implement: ${other.join(", ")}`);
-    }
     for (const graph of GRAPHS) {
       const { file, weights: external } = manifest.graphs[graphKeys[graph]];
       const externalData = external.map((path) => ({ path, data: files[path] }));  // the same bytes for every graph
